@@ -1,0 +1,248 @@
+"""Sparse k-reciprocal Jaccard distance (Zhong et al., "Re-ranking Person Re-identification with
+k-reciprocal Encoding", CVPR 2017), with the exact semantics of the Cluster Contrast pipeline.
+
+The widely used implementation holds several dense N x N arrays and loops over rows in Python.
+Here every step works on padded (rows x width) tensors or CSR triplets, chunked over rows, so
+memory is O(N * k) plus one chunk, and the same code runs on CPU or CUDA tensors.
+
+Internal sparse matrices are `Csr(crow, col, val)` torch triplets with sorted columns per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from oaecmlr.knn import check_features, knn
+
+_CHUNK_ELEMENTS = 1 << 24  # elements of the largest temporary a chunk may create
+
+
+@dataclass(frozen=True)
+class Csr:
+    crow: torch.Tensor  # (N+1,) int64
+    col: torch.Tensor  # (nnz,) int64, sorted within each row
+    val: torch.Tensor  # (nnz,) float32
+    num_cols: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.crow.numel() - 1
+
+    def row_lengths(self) -> torch.Tensor:
+        return self.crow[1:] - self.crow[:-1]
+
+    def to_scipy(self) -> sp.csr_matrix:
+        # Built from raw arrays so that explicit zeros (d(i, i) = 0) are kept.
+        return sp.csr_matrix(
+            (self.val.cpu().numpy(), self.col.cpu().numpy(), self.crow.cpu().numpy()),
+            shape=(self.num_rows, self.num_cols),
+        )
+
+
+def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
+                     knn_backend: str = "auto") -> sp.csr_matrix:
+    """k-reciprocal Jaccard distance between all rows of L2-normalised `features` (N x D).
+
+    Returns an N x N `scipy.sparse.csr_matrix` holding exactly the pairs with distance
+    < `max_distance` (explicit zeros kept, the diagonal included); absent pairs are >= it.
+    """
+    return jaccard_from_features(features, k1, k2, max_distance, knn_backend).to_scipy()
+
+
+def jaccard_from_features(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
+                          knn_backend: str = "auto") -> Csr:
+    """`jaccard_distance` returning the torch `Csr` on the features' device (and the kNN lists)."""
+    features = check_features(features)
+    n = features.shape[0]
+    _check_k(n, k1, k2, max_distance)
+    ranked = knn(features, k1, backend=knn_backend).index
+    encoding = encode_features(features, ranked, k1, k2)
+    return jaccard_rows(encoding, torch.arange(n, device=features.device), max_distance)
+
+
+def encode_features(features: torch.Tensor, ranked: torch.Tensor, k1: int, k2: int) -> Csr:
+    """Query-expanded k-reciprocal encoding of features, with V from squared distance 2 - 2 a.b."""
+
+    def squared_distance(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        step = max(1, _CHUNK_ELEMENTS // (cols.shape[1] * features.shape[1]))
+        dots = [torch.bmm(features[cols[s:s + step]], features[rows[s:s + step]].unsqueeze(2)).squeeze(2)
+                for s in range(0, rows.numel(), step)]
+        return 2 - 2 * torch.cat(dots)
+
+    return query_expansion(k_reciprocal_encoding(ranked, k1, squared_distance), ranked, k2)
+
+
+def _check_k(n: int, k1: int, k2: int, max_distance: float) -> None:
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if n < k1:
+        raise ValueError(f"the Jaccard distance needs at least k1={k1} samples, got N={n}; lower k1")
+    if not 0 < max_distance <= 1:
+        raise ValueError(f"max_distance must be in (0, 1] (absent pairs mean distance 1), got {max_distance}")
+
+
+def reciprocal_sets(ranked: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """R(i, k): the forward set F(i, k) = ranked[i, :k+1] and a mask of its reciprocal members."""
+    forward = ranked[:, : k + 1]
+    width = forward.shape[1]
+    rows = torch.arange(ranked.shape[0], device=ranked.device)
+    mask = torch.empty_like(forward, dtype=torch.bool)
+    step = max(1, _CHUNK_ELEMENTS // (width * width))
+    for s in range(0, ranked.shape[0], step):
+        backward = forward[forward[s:s + step]]  # (c, width, width)
+        mask[s:s + step] = (backward == rows[s:s + step, None, None]).any(dim=2)
+    return forward, mask
+
+
+def k_reciprocal_encoding(ranked: torch.Tensor, k1: int,
+                          squared_distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Csr:
+    """V: for each i, softmax of -distance over the expanded k-reciprocal set R*(i)."""
+    n = ranked.shape[0]
+    device = ranked.device
+    near, near_mask = reciprocal_sets(ranked, k1)
+    half, half_mask = reciprocal_sets(ranked, round(k1 / 2))
+    half_size = half_mask.sum(dim=1)
+    w1, wh = near.shape[1], half.shape[1]
+    sentinel = n  # sorts after every real index
+
+    crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
+    offset = 0
+    step = max(1, _CHUNK_ELEMENTS // (w1 * wh * w1))
+    for s in range(0, n, step):
+        rows = torch.arange(s, min(n, s + step), device=device)
+        r_near = torch.where(near_mask[rows], near[rows], -1)  # (c, w1), -1 = not reciprocal
+        cand = near[rows]  # candidates j (valid where near_mask)
+        cand_half = torch.where(half_mask[cand], half[cand], -2)  # (c, w1, wh) R(j, h), -2 = absent
+        inside = (cand_half.unsqueeze(3) == r_near[:, None, None, :]).any(dim=3)  # member of R(i, k1)
+        overlap = inside.sum(dim=2)
+        accept = near_mask[rows] & (3 * overlap > 2 * half_size[cand])  # |R(j,h) & R(i,k1)| > 2/3 |R(j,h)|
+        extra = torch.where(accept.unsqueeze(2) & (cand_half >= 0), cand_half, sentinel)
+        members = torch.cat([torch.where(r_near >= 0, r_near, sentinel), extra.flatten(1)], dim=1)
+        members, _ = members.sort(dim=1)
+        duplicate = torch.zeros_like(members, dtype=torch.bool)
+        duplicate[:, 1:] = members[:, 1:] == members[:, :-1]
+        valid = (members != sentinel) & ~duplicate
+        width = int(valid.sum(dim=1).max())
+        # Compact each row's unique members to the left (sorted), then trim the padding.
+        members = torch.where(valid, members, sentinel).sort(dim=1).values[:, :width]
+        valid = members != sentinel
+        dist = squared_distance(rows, members.clamp_max(n - 1))
+        weights = torch.softmax(torch.where(valid, -dist, float("-inf")), dim=1)
+        lengths = valid.sum(dim=1)
+        crows.append(offset + lengths.cumsum(0))
+        offset += int(lengths.sum())
+        cols.append(members[valid])
+        vals.append(weights[valid].float())
+    return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
+
+
+def query_expansion(encoding: Csr, ranked: torch.Tensor, k2: int) -> Csr:
+    """V_qe[i] = mean of V[j] over the first k2 entries of the ranked list of i (itself included)."""
+    if k2 == 1:
+        return encoding
+    n = encoding.num_rows
+    device = encoding.col.device
+    sources = ranked[:, :k2]
+    k2 = sources.shape[1]
+    lengths = encoding.row_lengths()
+    crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
+    offset = 0
+    for rows in _row_chunks(lengths[sources].sum(dim=1), _CHUNK_ELEMENTS):
+        src = sources[rows].flatten()
+        out_row = rows.repeat_interleave(k2)
+        position, owner = _expand_segments(encoding.crow[src], lengths[src])
+        key = (out_row[owner] - rows[0]) * n + encoding.col[position]
+        key, order = key.sort()
+        unique_key, inverse = torch.unique_consecutive(key, return_inverse=True)
+        summed = torch.zeros(unique_key.numel(), dtype=torch.float32, device=device)
+        summed.index_add_(0, inverse, encoding.val[position][order])
+        local_row = unique_key // n
+        counts = torch.bincount(local_row, minlength=rows.numel())
+        crows.append(offset + counts.cumsum(0))
+        offset += unique_key.numel()
+        cols.append(unique_key % n)
+        vals.append(summed / k2)
+    return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
+
+
+def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -> Csr:
+    """Jaccard distance d(i, j) = 1 - s/(2 - s), s = sum_k min(V[i,k], V[j,k]), for the given rows.
+
+    Only pairs sharing support (s > 0) can be < 1; those with distance < max_distance are kept.
+    """
+    n = encoding.num_rows
+    device = encoding.col.device
+    if rows.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return Csr(torch.zeros(1, dtype=torch.long, device=device), empty, empty.float(), n)
+    by_column = _transpose(encoding)
+    col_lengths = by_column.row_lengths()
+    row_lengths = encoding.row_lengths()
+    # Work of each row: for each of its entries, the entries of that column.
+    work = torch.zeros(encoding.col.numel() + 1, dtype=torch.long, device=device)
+    work[1:] = col_lengths[encoding.col].cumsum(0)
+    row_work = work[encoding.crow[rows + 1]] - work[encoding.crow[rows]]
+
+    crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
+    offset = 0
+    chunk_rows = max(1, min(rows.numel(), _CHUNK_ELEMENTS // max(n, 1)))
+    accumulator = torch.zeros(chunk_rows, n, dtype=torch.float32, device=device)
+    for local in _row_chunks(row_work, _CHUNK_ELEMENTS, max_rows=chunk_rows):
+        chunk = rows[local]
+        entry, entry_owner = _expand_segments(encoding.crow[chunk], row_lengths[chunk])
+        k = encoding.col[entry]
+        pos, pair_owner = _expand_segments(by_column.crow[k], col_lengths[k])
+        key = entry_owner[pair_owner] * n + by_column.col[pos]
+        shared_flat = accumulator[: chunk.numel()].view(-1)
+        shared_flat.index_add_(0, key, torch.minimum(encoding.val[entry][pair_owner], by_column.val[pos]))
+        # Every contribution is > 0, so the touched pairs are the non-zeros; scanning for them
+        # yields (row, column) order without sorting the contributions.
+        touched = torch.nonzero(shared_flat).squeeze(1)
+        shared = shared_flat[touched]
+        shared_flat[touched] = 0
+        distance = (1 - shared / (2 - shared)).clamp_min(0)
+        keep = distance < max_distance
+        touched, distance = touched[keep], distance[keep]
+        counts = torch.bincount(touched // n, minlength=chunk.numel())
+        crows.append(offset + counts.cumsum(0))
+        offset += touched.numel()
+        cols.append(touched % n)
+        vals.append(distance)
+    return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
+
+
+def _transpose(m: Csr) -> Csr:
+    rows = torch.repeat_interleave(torch.arange(m.num_rows, device=m.col.device), m.row_lengths())
+    order = torch.argsort(m.col * m.num_rows + rows)
+    counts = torch.bincount(m.col, minlength=m.num_cols)
+    crow = torch.zeros(m.num_cols + 1, dtype=torch.long, device=m.col.device)
+    crow[1:] = counts.cumsum(0)
+    return Csr(crow, rows[order], m.val[order], m.num_rows)
+
+
+def _expand_segments(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the ranges [starts[t], starts[t] + lengths[t]); also return the owner t of each."""
+    owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    first = lengths.cumsum(0) - lengths
+    position = torch.arange(owner.numel(), device=lengths.device) - first[owner] + starts[owner]
+    return position, owner
+
+
+def _row_chunks(work: torch.Tensor, budget: int, max_rows: int | None = None):
+    """Yield consecutive row-index tensors whose summed `work` stays within `budget` (>= 1 row)."""
+    n = work.numel()
+    cumulative = np.concatenate([[0], work.cpu().numpy().cumsum()])
+    start = 0
+    while start < n:
+        end = int(np.searchsorted(cumulative, cumulative[start] + budget, side="right")) - 1
+        end = max(end, start + 1)
+        if max_rows is not None:
+            end = min(end, start + max_rows)
+        end = min(end, n)
+        yield torch.arange(start, end, device=work.device)
+        start = end

@@ -1,0 +1,112 @@
+"""OAE: Outliers Adaptation Exploration (Li, Han, Min et al., "Outliers Adaptation Exploration and
+Centroids Matching Label Refinement for Unsupervised Person Re-identification", IEEE TMM 2026).
+
+Reconstruction from the abstract (method.md section 3). An outlier o joins cluster c when:
+A. nearest clustered instance neighbourhood: j*, the clustered sample nearest to o by Jaccard
+   distance (cosine breaks ties), has d_J(o, j*) < 1 and o, j* are mutual k-nearest neighbours;
+B. maximum centroid distance: c = y(j*) has at least `min_samples` members and
+   1 - f_o.mu_c <= rho * r_c, r_c being the largest member-to-centroid cosine distance.
+All outliers are tested against the clusters as they stand, the accepted ones join at once, and the
+centroids are recomputed; with `rounds` > 1 the new members count as clustered in the next round.
+rho = 0 or enabled = False gives back the input labels exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from oaecmlr.clusters import cluster_geometry
+
+
+@dataclass
+class OAEResult:
+    labels: np.ndarray  # (N,) int64, outliers that stay out keep -1
+    outliers_before: int
+    outliers_after: int
+    assigned: int
+    passed_neighbourhood: int = 0  # outliers passing constraint A (first round)
+    passed_centroid: int = 0  # outliers passing A and B (first round)
+    assigned_per_round: list[int] = field(default_factory=list)
+
+
+def oae(features: torch.Tensor, labels: np.ndarray, jaccard: sp.csr_matrix, neighbours: torch.Tensor | np.ndarray,
+        k: int = 5, rho: float = 1.0, rounds: int = 1, min_samples: int = 4, enabled: bool = True) -> OAEResult:
+    """Assign outliers (-1) of `labels` to clusters under constraints A and B.
+
+    `jaccard` is an N x N sparse Jaccard distance holding, for every outlier row, all pairs with
+    d < 1 (other rows are not read); `neighbours` the (N, >= k+1) ranked kNN lists, self first.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.shape[0]
+    if features.shape[0] != n or jaccard.shape != (n, n):
+        raise ValueError(f"oae: features ({features.shape[0]}), labels ({n}) and jaccard {jaccard.shape} disagree")
+    if rho < 0 or k < 1 or rounds < 0:
+        raise ValueError(f"oae needs rho >= 0, k >= 1 and rounds >= 0, got rho={rho}, k={k}, rounds={rounds}")
+    outliers_before = int((labels == -1).sum())
+    if not enabled or rho == 0 or rounds == 0 or outliers_before == 0 or labels.max() < 0:
+        return OAEResult(labels.copy(), outliers_before, outliers_before, 0)
+
+    forward = torch.as_tensor(np.asarray(neighbours.cpu() if torch.is_tensor(neighbours) else neighbours))
+    forward = forward[:, : k + 1].numpy()
+    jaccard = sp.csr_matrix(jaccard)
+    result = labels.copy()
+    per_round = []
+    first_a = first_b = 0
+    for round_index in range(rounds):
+        outliers = np.flatnonzero(result == -1)
+        if outliers.size == 0:
+            break
+        nearest, nearest_distance = _nearest_clustered(features, jaccard, outliers, result)
+        found = nearest >= 0
+        o, j = outliers[found], nearest[found]
+        mutual = (forward[o] == j[:, None]).any(axis=1) & (forward[j] == o[:, None]).any(axis=1)
+        passed_a = nearest_distance[found] < 1
+        passed_a &= mutual
+        o, j = o[passed_a], j[passed_a]
+        geometry = cluster_geometry(features, result)
+        target = result[j]
+        t_target = torch.as_tensor(target, device=features.device)
+        t_o = torch.as_tensor(o, device=features.device)
+        distance = 1 - (features[t_o].float() * geometry.centroids[t_target]).sum(dim=1)
+        passed_b = (distance <= rho * geometry.radii[t_target]) & (geometry.sizes[t_target] >= min_samples)
+        passed_b = passed_b.cpu().numpy()
+        if round_index == 0:
+            first_a, first_b = int(o.size), int(passed_b.sum())
+        result[o[passed_b]] = target[passed_b]
+        per_round.append(int(passed_b.sum()))
+        if per_round[-1] == 0:
+            break
+    outliers_after = int((result == -1).sum())
+    return OAEResult(result, outliers_before, outliers_after, outliers_before - outliers_after,
+                     first_a, first_b, per_round)
+
+
+def _nearest_clustered(features: torch.Tensor, jaccard: sp.csr_matrix, rows: np.ndarray,
+                       labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the clustered column with the smallest (Jaccard, cosine, index); -1 if none."""
+    block = jaccard[rows].tocoo()
+    keep = labels[block.col] >= 0
+    r, c, d = block.row[keep], block.col[keep], block.data[keep].astype(np.float64)
+    nearest = np.full(rows.size, -1, dtype=np.int64)
+    nearest_distance = np.ones(rows.size)
+    if r.size == 0:
+        return nearest, nearest_distance
+    best = np.full(rows.size, np.inf)
+    np.minimum.at(best, r, d)
+    tied = d == best[r]
+    r, c, d = r[tied], c[tied], d[tied]
+    # Cosine distance breaks Jaccard ties (computed only for the tied candidates).
+    t_rows = torch.as_tensor(rows[r], device=features.device)
+    t_cols = torch.as_tensor(c, device=features.device)
+    cosine = (1 - (features[t_rows].float() * features[t_cols].float()).sum(dim=1)).cpu().numpy()
+    order = np.lexsort((c, cosine, r))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = r[order][1:] != r[order][:-1]
+    winners = order[first]
+    nearest[r[winners]] = c[winners]
+    nearest_distance[r[winners]] = d[winners]
+    return nearest, nearest_distance
