@@ -1,0 +1,166 @@
+"""PK batch sampling (P identities x K instances), camera-aware, and sharded evaluation batches.
+
+The PK semantics follow Cluster Contrast's RandomMultipleGallerySampler: per identity an anchor
+image, then K-1 more images preferably from cameras other than the anchor's. An epoch is a pure
+function of (labels, camids, seed, epoch), so resuming needs nothing but the epoch number.
+"""
+
+import numpy as np
+import torch
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64).ravel()
+
+
+def _distinct(n: np.ndarray, m: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Row i: m[i] <= min(k, n[i]) distinct uniform draws from range(n[i]), in random order, then -1.
+
+    Sequential draws without replacement: the t-th draw is a rank among the values not yet taken,
+    mapped to a value by stepping over the taken ones in increasing order. O(rows * k^2), whatever n.
+    """
+    out = np.full((len(n), k), -1, np.int64)
+    taken = np.full((len(n), k), np.iinfo(np.int64).max)  # taken values, sorted ascending
+    for t in range(k):
+        r = rng.integers(0, np.maximum(n - t, 1))
+        for j in range(t):
+            r += taken[:, j] <= r
+        live = t < m
+        out[live, t] = r[live]
+        taken[live, t] = r[live]
+        taken.sort(axis=1)
+    return out
+
+
+def _id_stream(rng: np.random.Generator, c: int, p: int, iters: int) -> np.ndarray:
+    """(iters, p) identity numbers: back-to-back shuffled permutations of range(c), so every identity
+    is used about equally; no identity twice in a batch when p <= c."""
+    out = np.empty(iters * p, np.int64)
+    filled = 0
+    while filled < len(out):
+        perm = rng.permutation(c)
+        head = filled % p  # ids already in the batch this permutation starts inside
+        if head and p <= c:
+            clash = np.isin(perm, out[filled - head : filled])
+            perm = np.concatenate([perm[~clash], perm[clash]])  # clashing ids go later in the cycle
+        take = min(c, len(out) - filled)
+        out[filled : filled + take] = perm[:take]
+        filled += take
+    return out.reshape(iters, p)
+
+
+class PKSampler:
+    """Iterable over `num_iterations` batches of dataset indices (np.int64 arrays) for one epoch.
+
+    Each global batch holds P = num_ids distinct identities x K = num_instances images, identity by
+    identity (K consecutive indices per identity, the first one the anchor). Labels -1 are never
+    yielded. Identities cycle through shuffled permutations across iterations.
+
+    For each identity: a uniform anchor; then the other images from cameras other than the anchor's
+    (without replacement); when there are fewer than K-1 of those, all of them plus images from the
+    anchor's camera (without replacement); when the identity has fewer than K images, the rest
+    uniformly with replacement from all its images. (Cluster Contrast instead repeats other-camera
+    images before using same-camera ones; here distinct images come first.)
+
+    Fewer than P identities: every batch uses all of them (rounded down to a multiple of
+    world_size; when even that is 0, identities repeat inside the batch). No identity at all: the
+    sampler is empty (len 0).
+
+    Distributed: every rank draws the same global batch from (seed, epoch) and yields its contiguous
+    slice of P/world_size identities, so the global batch stays P x K. P must divide by world_size.
+
+    Supervised use (UDA stage 1): pass ground-truth pids as `labels`; `SupervisedPKSampler` is this class.
+    """
+
+    def __init__(
+        self,
+        labels,
+        camids,
+        num_instances=16,
+        num_ids=16,
+        num_iterations=200,
+        seed=0,
+        epoch=0,
+        rank=0,
+        world_size=1,
+    ):
+        labels, camids = _numpy(labels), _numpy(camids)
+        if len(labels) != len(camids):
+            raise ValueError(f"labels ({len(labels)}) and camids ({len(camids)}) differ in length")
+        if num_instances < 1 or num_ids < 1 or num_iterations < 0:
+            raise ValueError("num_instances and num_ids must be >= 1, num_iterations >= 0")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if num_ids % world_size:
+            raise ValueError(
+                f"num_ids (P={num_ids}) must be divisible by world_size ({world_size}): "
+                "each rank takes P/world_size identities of the global batch"
+            )
+        self.k, self.num_iterations, self.seed, self.epoch = num_instances, num_iterations, seed, epoch
+        self.rank, self.world_size = rank, world_size
+        # Trainable indices sorted by (label, camera): an identity is a block, a camera a sub-block.
+        keep = np.flatnonzero(labels >= 0)
+        self._order = keep[np.lexsort((camids[keep], labels[keep]))]
+        lab, cam = labels[self._order], camids[self._order]
+        new_id = np.r_[True, lab[1:] != lab[:-1]][: len(lab)]
+        new_cam = new_id | np.r_[True, cam[1:] != cam[:-1]][: len(lab)]
+        self._id_start = np.flatnonzero(new_id)
+        self._id_size = np.diff(np.r_[self._id_start, len(lab)])
+        cam_start = np.flatnonzero(new_cam)
+        cam_size = np.diff(np.r_[cam_start, len(lab)])
+        self._cam_start = np.repeat(cam_start, cam_size)  # per sorted position: its camera block
+        self._cam_end = self._cam_start + np.repeat(cam_size, cam_size)
+        c = len(self._id_start)
+        self.num_groups = c
+        p = num_ids if c >= num_ids else c - c % world_size
+        self.p = p if p > 0 else world_size
+
+    def __len__(self) -> int:
+        return self.num_iterations if self.num_groups else 0
+
+    def __iter__(self):
+        yield from self.batches()
+
+    def batches(self) -> np.ndarray:
+        """(len(self), P/world_size * K) int64: this rank's batches of the epoch."""
+        if not len(self):
+            return np.zeros((0, self.p // self.world_size * self.k), np.int64)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        ids = _id_stream(rng, self.num_groups, self.p, self.num_iterations).ravel()
+        start, size = self._id_start[ids], self._id_size[ids]
+        anchor = start + rng.integers(0, size)  # positions in the sorted order
+        cs, ce = self._cam_start[anchor], self._cam_end[anchor]
+        n_other, n_same = size - (ce - cs), ce - cs - 1
+        k = self.k - 1
+        m_other = np.minimum(k, n_other)
+        m_same = np.minimum(k - m_other, n_same)
+        s0, c0, c1, a0 = start[:, None], cs[:, None], ce[:, None], anchor[:, None]
+        # Draws are ranks among the candidates; turn them into sorted positions. (Unused -1 draws
+        # turn into junk positions that np.where below never picks.)
+        other = s0 + _distinct(n_other, m_other, k, rng)
+        other += np.where(other >= c0, c1 - c0, 0)  # skip the anchor's camera block
+        t = np.arange(k)
+        same = _distinct(n_same, m_same, k, rng)
+        same = c0 + np.take_along_axis(same, np.clip(t - m_other[:, None], 0, None), 1)
+        same += same >= a0  # skip the anchor
+        rep = s0 + rng.integers(0, size[:, None], (len(ids), k))
+        rest = np.where(t < m_other[:, None], other, np.where(t < (m_other + m_same)[:, None], same, rep))
+        glob = self._order[np.concatenate([anchor[:, None], rest], 1)].reshape(self.num_iterations, -1)
+        width = glob.shape[1] // self.world_size
+        return glob[:, self.rank * width : (self.rank + 1) * width]
+
+
+SupervisedPKSampler = PKSampler
+
+
+def batched_indices(n: int, batch_size: int, rank=0, world_size=1) -> list[range]:
+    """This rank's evaluation batches: ranks own contiguous shards (sizes differ by at most 1) that
+    together cover 0..n-1 exactly once in dataset order; each shard is cut into batch_size ranges."""
+    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad batch_size={batch_size}, rank={rank}, world_size={world_size}")
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    hi = lo + base + (rank < extra)
+    return [range(s, min(s + batch_size, hi)) for s in range(lo, hi, batch_size)]
