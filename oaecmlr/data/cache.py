@@ -1,0 +1,139 @@
+"""Decode every image once, in parallel, into a uint8 N x 3 x H x W tensor, cached on disk.
+
+The cache file is a .npy named by a hash of (format version, size, each file's path, size and
+mtime), so editing, adding or removing an image gives a new file. Images are stored in sorted path
+order and returned in the caller's order. Files are written whole (temp file + os.replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .records import DatasetError
+
+FORMAT_VERSION = 1
+_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("OAECMLR_CACHE") or Path.home() / ".cache" / "oaecmlr")
+
+
+def decode_image(path: str, height: int, width: int) -> np.ndarray:
+    """One image as uint8 3 x height x width (RGB, bilinear resize); DatasetError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB").resize((width, height), _BILINEAR)
+            return np.asarray(rgb).transpose(2, 0, 1)
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL reports broken files as OSError, SyntaxError, ValueError, EOFError...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatasetError(f"cannot read image {path} ({reason}); replace or remove the file") from None
+
+
+def cache_key(paths: Sequence[str], height: int, width: int) -> str:
+    digest = hashlib.sha256(f"oaecmlr images v{FORMAT_VERSION} {height}x{width}\n".encode())
+    for path in sorted(paths):
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {path} ({exc.strerror}); restore or remove the file") from None
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.PathLike | bool | None = None,
+                num_workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """uint8 tensor N x 3 x height x width, row i decoded from paths[i].
+
+    cache_dir: folder for the .npy cache (None: $OAECMLR_CACHE, else ~/.cache/oaecmlr); False: no disk.
+    progress(done, total) is called from this thread as images finish.
+    """
+    paths = [os.path.abspath(p) for p in paths]
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    sorted_paths = [paths[i] for i in order]
+    shape = (len(paths), 3, height, width)
+    if not paths:
+        return torch.empty(shape, dtype=torch.uint8)
+
+    cache_file = None
+    if cache_dir is not False:
+        folder = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
+        key = cache_key(sorted_paths, height, width)
+        cache_file = folder / f"images-{height}x{width}-n{len(paths)}-{key[:32]}.npy"
+    images = _read_cache(cache_file, shape) if cache_file else None
+    if images is not None:
+        if progress:
+            progress(len(paths), len(paths))
+    else:
+        images = _decode_all(sorted_paths, height, width, num_workers, progress)
+        if cache_file:
+            _write_atomic(cache_file, images)
+
+    if order != list(range(len(paths))):
+        rank = np.empty(len(paths), dtype=np.int64)
+        rank[order] = np.arange(len(paths))
+        images = images[rank]
+    return torch.from_numpy(images)
+
+
+def _decode_all(paths: list[str], height: int, width: int, num_workers: int | None,
+                progress: Callable[[int, int], None] | None) -> np.ndarray:
+    out = np.empty((len(paths), 3, height, width), dtype=np.uint8)
+
+    def decode_into(i: int) -> None:
+        out[i] = decode_image(paths[i], height, width)
+
+    workers = num_workers or min(16, (os.cpu_count() or 1) + 2)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(decode_into, i) for i in range(len(paths))]
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()  # re-raises the DatasetError of a broken file
+            if progress:
+                progress(done, len(paths))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on error, skip the images not started yet
+    return out
+
+
+def _read_cache(file: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array memory-mapped, or None when absent or unusable (it is then rebuilt).
+
+    Copy-on-write mapping ('c') rather than 'r': pages load lazily as with 'r', but the tensor
+    built on it stays writable, so an in-place op cannot crash on read-only memory.
+    """
+    if not file.is_file():
+        return None
+    try:
+        images = np.load(file, mmap_mode="c")
+    except (OSError, ValueError):
+        return None
+    return images if images.shape == shape and images.dtype == np.uint8 else None
+
+
+def _write_atomic(file: Path, images: np.ndarray) -> None:
+    """Write the whole file or nothing; a cache that cannot be written only warns."""
+    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, file)
+    except OSError as exc:
+        warnings.warn(f"could not write image cache {file} ({exc}); images will be decoded again next time",
+                      stacklevel=3)
+    finally:
+        tmp.unlink(missing_ok=True)

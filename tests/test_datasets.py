@@ -1,0 +1,290 @@
+"""Dataset parsers, aliases, data-root resolution and error messages, on tiny fake folders."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from oaecmlr.data.datasets import DATASETS, get_spec, load_dataset, resolve_data_root
+from oaecmlr.data.records import DatasetCountWarning, DatasetError
+
+# Tiny datasets never have the standard sizes; the warning has its own test.
+pytestmark = pytest.mark.filterwarnings("ignore::oaecmlr.data.records.DatasetCountWarning")
+
+REAL_CUHK03 = Path(__file__).resolve().parents[2] / "shared/data/cuhk03-market"
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 8), (120, 60, 30)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+JPEG = _jpeg_bytes()
+
+
+def touch_images(folder: Path, names: list[str]) -> None:
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(JPEG)
+
+
+def make_market(root: Path, train: list[str], query: list[str], gallery: list[str]) -> Path:
+    for sub, names in (("bounding_box_train", train), ("query", query), ("bounding_box_test", gallery)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        touch_images(root / sub, names)
+    return root
+
+
+def market_root(tmp_path: Path) -> Path:
+    root = make_market(
+        tmp_path / "market1501",
+        train=["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c6s4_002202_01.jpg",
+               "0000_c1s1_000001_00.jpg", "-1_c1s1_000002_00.jpg"],
+        query=["0002_c3s1_000001_00.jpg", "0007_c1s1_000001_00.jpg"],
+        gallery=["0002_c5s1_000001_00.jpg", "0000_c6s1_000001_00.jpg", "-1_c2s1_000001_00.jpg"],
+    )
+    (root / "bounding_box_test" / "Thumbs.db").write_bytes(b"not an image")
+    return root
+
+
+def pids_cams(records):
+    return [(r.pid, r.camid) for r in records]
+
+
+def test_market_drops_junk_keeps_distractors_in_gallery_only(tmp_path):
+    splits = load_dataset("market1501", market_root(tmp_path))
+    assert splits.name == "market1501"
+    assert pids_cams(splits.train) == [(2, 0), (2, 1), (7, 5)]  # pid 0 and -1 dropped, c1 -> 0
+    assert pids_cams(splits.query) == [(2, 2), (7, 0)]
+    assert sorted(pids_cams(splits.gallery)) == [(0, 5), (2, 4)]  # distractor kept, junk and Thumbs.db skipped
+    for split in (splits.train, splits.query, splits.gallery):
+        assert [r.path for r in split] == sorted(r.path for r in split)
+        assert all(Path(r.path).is_absolute() and Path(r.path).is_file() for r in split)
+    assert splits.stats()["train"] == {"images": 3, "ids": 2, "cams": 3}
+
+
+@pytest.mark.parametrize("name", ["market", "Market-1501", "MARKET1501"])
+def test_market_aliases(tmp_path, name):
+    assert load_dataset(name, market_root(tmp_path)).name == "market1501"
+
+
+def test_market_nested_one_level(tmp_path):
+    market_root(tmp_path / "download" / "Market-1501-v15.09.15")
+    splits = load_dataset("market", tmp_path / "download" / "Market-1501-v15.09.15")
+    assert len(splits.train) == 3
+    splits = load_dataset("market", tmp_path / "download")  # the single child holding the layout
+    assert splits.root.endswith("market1501")
+
+
+def test_duke(tmp_path):
+    root = make_market(tmp_path / "duke", train=["0001_c2_f0046182.jpg", "0001_c8_f0046999.jpg"],
+                       query=["0005_c1_f0000001.jpg"], gallery=["0005_c3_f0000002.jpg", "0009_c4_f0000003.jpg"])
+    splits = load_dataset("duke", root)
+    assert splits.name == "dukemtmcreid"
+    assert pids_cams(splits.train) == [(1, 1), (1, 7)]
+    assert pids_cams(splits.gallery) == [(5, 2), (9, 3)]
+
+
+def make_msmt(root: Path, train_dir: str = "train", test_dir: str = "test") -> Path:
+    lists = {
+        "list_train.txt": (train_dir, ["0000/0000_000_01_0303morning_0015_0.jpg 0",
+                                       "0000/0000_001_15_0303morning_0016_0.jpg 0"]),
+        "list_val.txt": (train_dir, ["0001/0001_000_02_0303noon_0001_0.jpg 1"]),
+        "list_query.txt": (test_dir, ["0003/0003_000_05_0303afternoon_0001_0.jpg 3"]),
+        "list_gallery.txt": (test_dir, ["0003/0003_001_07_0303afternoon_0002_0.jpg 3",
+                                        "0004/0004_000_07_0303afternoon_0003_0.jpg 4", ""]),
+    }
+    for list_name, (folder, lines) in lists.items():
+        (root / list_name).parent.mkdir(parents=True, exist_ok=True)
+        (root / list_name).write_text("\n".join(lines) + "\n")
+        touch_images(root / folder, [line.split()[0] for line in lines if line])
+    return root
+
+
+@pytest.mark.parametrize("dirs", [("train", "test"), ("mask_train_v2", "mask_test_v2")], ids=["v1", "v2"])
+def test_msmt_list_layouts(tmp_path, dirs):
+    root = make_msmt(tmp_path / "MSMT17", *dirs)
+    splits = load_dataset("msmt", root)
+    assert splits.name == "msmt17"
+    assert pids_cams(splits.train) == [(0, 0), (0, 14), (1, 1)]  # train + val, camera 3rd field, 1-based -> 0
+    assert pids_cams(splits.query) == [(3, 4)]
+    assert pids_cams(splits.gallery) == [(3, 6), (4, 6)]
+    assert all(f"/{dirs[0]}/" in r.path for r in splits.train)
+    assert all(f"/{dirs[1]}/" in r.path for r in splits.query + splits.gallery)
+
+
+def test_msmt_converted_to_market_layout_keeps_pid0(tmp_path):
+    root = make_market(tmp_path / "msmt17", train=["0000_c1_0303morning_0015_0.jpg", "0001_c12_x.jpg"],
+                       query=["0003_c5_a.jpg"], gallery=["0003_c15_b.jpg"])
+    splits = load_dataset("msmt17", root)
+    assert pids_cams(splits.train) == [(0, 0), (1, 11)]
+    assert pids_cams(splits.gallery) == [(3, 14)]
+
+
+def test_msmt_bad_list_line_and_missing_image(tmp_path):
+    root = make_msmt(tmp_path / "msmt17")
+    (root / "list_query.txt").write_text("0003/0003_000_05_0303afternoon_0001_0.jpg 3\nno-pid-here\n")
+    with pytest.raises(DatasetError, match=r"list_query\.txt:2: expected 'RELPATH PID'"):
+        load_dataset("msmt17", root)
+    (root / "list_query.txt").write_text("0003/0003_000_05_0303afternoon_0999_0.jpg 3\n")
+    with pytest.raises(DatasetError, match=r"list_query\.txt:1: image .*0999_0\.jpg does not exist"):
+        load_dataset("msmt17", root)
+    (root / "list_query.txt").write_text("0003/nocamera.jpg 3\n")
+    with pytest.raises(DatasetError, match=r"list_query\.txt:1: cannot read the camera"):
+        load_dataset("msmt17", root)
+
+
+def test_cuhk03_market_names(tmp_path):
+    root = make_market(tmp_path / "cuhk03", train=["0001_c1s1_000000_00.jpg", "0001_c2s1_000001_00.jpg"],
+                       query=["1001_c1s1_000000_00.jpg"], gallery=["1001_c2s1_000001_00.jpg"])
+    splits = load_dataset("cuhk03", root)
+    assert pids_cams(splits.train) == [(1, 0), (1, 1)]
+    assert pids_cams(splits.query) == [(1001, 0)] and pids_cams(splits.gallery) == [(1001, 1)]
+
+
+# ---------------------------------------------------------------- manifest
+
+MANIFEST_ROWS = ["a/1.jpg,5,0,train,x", "a/2.jpg,5,1,train,x", "b/3.jpg,7,0,query,", "b/4.jpg,7,1,gallery,",
+                 "b/5.jpg,-1,1,gallery,junk"]
+
+
+def make_manifest(root: Path, rows: list[str], header: str = "path,pid,camid,split,note") -> Path:
+    touch_images(root, ["a/1.jpg", "a/2.jpg", "b/3.jpg", "b/4.jpg", "b/5.jpg"])
+    (root / "manifest.csv").write_text("\n".join([header, *rows]) + "\n")
+    return root
+
+
+def test_manifest(tmp_path):
+    splits = load_dataset("manifest", make_manifest(tmp_path / "mine", MANIFEST_ROWS))
+    assert pids_cams(splits.train) == [(5, 0), (5, 1)]
+    assert pids_cams(splits.query) == [(7, 0)]
+    assert pids_cams(splits.gallery) == [(7, 1)]  # pid -1 dropped
+    assert splits.train[0].path == str(tmp_path / "mine" / "a" / "1.jpg")
+
+
+@pytest.mark.parametrize(("header", "bad_row", "message"), [
+    ("path,pid,split", None, r"manifest\.csv:1: header lacks column\(s\) camid"),
+    (None, "a/1.jpg,five,0,train,", r"manifest\.csv:7: pid must be an integer"),
+    (None, "c/9.jpg,5,zero,train,", r"manifest\.csv:7: camid must be an integer"),
+    (None, "c/9.jpg,5,0,val,", r"manifest\.csv:7: split must be one of train, query, gallery"),
+    (None, "/etc/passwd,5,0,train,", r"manifest\.csv:7: absolute path"),
+    (None, "../outside.jpg,5,0,train,", r"manifest\.csv:7: path '\.\./outside\.jpg' points outside"),
+    (None, "a/../../outside.jpg,5,0,train,", r"manifest\.csv:7: path .* points outside"),
+    (None, "c/missing.jpg,5,0,train,", r"manifest\.csv:7: file .*missing\.jpg does not exist"),
+    (None, "a/./1.jpg,5,0,train,", r"manifest\.csv:7: duplicate path 'a/1\.jpg' \(first on line 2\)"),
+    (None, "a/1.jpg,5,0", r"manifest\.csv:7: expected 5 columns"),
+])
+def test_manifest_errors_name_file_and_line(tmp_path, header, bad_row, message):
+    rows = MANIFEST_ROWS + ([bad_row] if bad_row else [])
+    root = make_manifest(tmp_path / "mine", rows, **({"header": header} if header else {}))
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("manifest", root)
+
+
+def test_manifest_empty_split(tmp_path):
+    root = make_manifest(tmp_path / "mine", [r for r in MANIFEST_ROWS if "query" not in r])
+    with pytest.raises(DatasetError, match=r"manifest\.csv: no rows with split=query"):
+        load_dataset("manifest", root)
+
+
+# ---------------------------------------------------------------- data root and errors
+
+def test_resolve_data_root_order(tmp_path, monkeypatch):
+    explicit = market_root(tmp_path / "explicit")
+    env_parent = tmp_path / "env"
+    market_root(env_parent)  # env_parent/market1501
+    monkeypatch.setenv("OAECMLR_DATA", str(env_parent))
+    assert resolve_data_root("market", explicit) == explicit
+    assert resolve_data_root("market", None) == env_parent / "market1501"  # env holds <name>
+    monkeypatch.setenv("OAECMLR_DATA", str(env_parent / "market1501"))
+    assert resolve_data_root("market", None) == env_parent / "market1501"  # env is the dataset itself
+    monkeypatch.delenv("OAECMLR_DATA")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_root("market", None) == Path("data") / "market1501"
+    assert resolve_data_root("synthetic", "ignored") is None
+
+
+def test_env_var_finds_usual_folder_names(tmp_path, monkeypatch):
+    make_market(tmp_path / "cuhk03-market", ["0001_c1s1_000000_00.jpg"], ["1001_c1s1_000000_00.jpg"],
+                ["1001_c2s1_000000_00.jpg"])
+    make_market(tmp_path / "Market-1501-v15.09.15", ["0002_c1s1_000451_03.jpg"], ["0002_c2s1_000451_03.jpg"],
+                ["0002_c3s1_000451_03.jpg"])
+    monkeypatch.setenv("OAECMLR_DATA", str(tmp_path))
+    assert load_dataset("cuhk03", None).root == str(tmp_path / "cuhk03-market")
+    assert load_dataset("market", None).root == str(tmp_path / "Market-1501-v15.09.15")
+
+
+def test_default_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("OAECMLR_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    market_root(tmp_path / "data")
+    assert len(load_dataset("market", None).query) == 2
+
+
+def test_missing_root_shows_expected_layout(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_dataset("market", tmp_path / "nowhere")
+    message = str(info.value)
+    assert "nowhere" in message and "\n" not in message
+    assert "expected DIR/bounding_box_train, DIR/query, DIR/bounding_box_test" in message
+
+
+def test_folder_with_wrong_layout(tmp_path):
+    (tmp_path / "odd" / "bounding_box_train").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"odd is not a market1501 folder: expected DIR/bounding_box_train"):
+        load_dataset("market", tmp_path / "odd")
+    with pytest.raises(DatasetError, match=r"is not a msmt17 folder: expected DIR/train, DIR/test"):
+        load_dataset("msmt17", tmp_path / "odd")
+
+
+def test_empty_split(tmp_path):
+    root = make_market(tmp_path / "m", ["0002_c1s1_000451_03.jpg"], [], ["0002_c3s1_000451_03.jpg"])
+    with pytest.raises(DatasetError, match=r"query: no usable images, so the query split is empty"):
+        load_dataset("market", root)
+
+
+def test_bad_file_name_is_named(tmp_path):
+    root = market_root(tmp_path)
+    touch_images(root / "query", ["holiday_photo.jpg"])
+    with pytest.raises(DatasetError, match=r"query/holiday_photo\.jpg: file name does not match"):
+        load_dataset("market", root)
+
+
+def test_unknown_dataset():
+    with pytest.raises(DatasetError, match=r"unknown dataset 'imagenet'; choose one of market1501 \(market\)"):
+        load_dataset("imagenet", None)
+
+
+def test_count_deviation_warns(tmp_path):
+    with pytest.warns(DatasetCountWarning, match=r"market1501 train: 3 images / 2 ids, but the standard release "
+                                                  r"has 12,936 / 751"):
+        load_dataset("market", market_root(tmp_path))
+
+
+def test_registry_lists_every_dataset():
+    assert set(DATASETS) == {"market1501", "dukemtmcreid", "msmt17", "cuhk03", "manifest", "synthetic"}
+    assert get_spec("duke").name == "dukemtmcreid" and get_spec("msmt").name == "msmt17"
+
+
+def test_synthetic_needs_no_files():
+    splits = load_dataset("synthetic", None)
+    assert splits.root is None and len(splits.train) > 0 and len(splits.query) > 0
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")
+def test_real_cuhk03_counts():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DatasetCountWarning)  # the real copy matches the expected sizes
+        splits = load_dataset("cuhk03", REAL_CUHK03)
+    stats = splits.stats()
+    assert (stats["train"]["images"], stats["train"]["ids"], stats["train"]["cams"]) == (7239, 743, 2)
+    assert (stats["query"]["images"], stats["query"]["ids"]) == (451, 100)
+    assert (stats["gallery"]["images"], stats["gallery"]["ids"]) == (487, 100)
+    assert {r.camid for r in splits.query} == {0} and {r.camid for r in splits.gallery} == {1}
