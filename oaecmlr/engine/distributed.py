@@ -1,0 +1,73 @@
+"""Collectives the training loop needs, identical in one process and under torch.distributed.
+
+With world size 1 every call is a no-op or an identity, so the loop has one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            tdist.barrier()
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if self.active:
+            tdist.broadcast(tensor, src)
+        return tensor
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        if not self.active:
+            return obj
+        holder = [obj if self.rank == src else None]
+        tdist.broadcast_object_list(holder, src)
+        return holder[0]
+
+    def gather_rows(self, local: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Concatenate every rank's rows in rank order (ranks may hold different row counts)."""
+        if not self.active:
+            return local
+        width = max(counts)
+        padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        padded[: local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        tdist.all_gather(parts, padded)
+        return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+    def all_gather_cat(self, local: torch.Tensor) -> torch.Tensor:
+        """Concatenate equally sized tensors from all ranks in rank order."""
+        if not self.active:
+            return local
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        tdist.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when any rank passes True (stop requests, NaN losses)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+SINGLE = Dist()

@@ -1,0 +1,56 @@
+"""Feature extraction (eval mode, test transform) and the Market-1501 evaluation of a model."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from oaecmlr.data.augment import eval_batch
+from oaecmlr.evaluation import evaluate_rank
+from oaecmlr.rerank import re_rank
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, images: torch.Tensor, out_size: tuple[int, int], batch_size: int,
+                     device: torch.device, amp: bool = True, channels_last: bool = False,
+                     rows: range | None = None) -> torch.Tensor:
+    """L2-normalised float32 features of `images[rows]` (all rows by default), on `device`."""
+    was_training = model.training
+    model.eval()
+    rows = rows if rows is not None else range(images.shape[0])
+    parts = []
+    for start in range(rows.start, rows.stop, batch_size):
+        batch = images[start:min(start + batch_size, rows.stop)].to(device, non_blocking=True)
+        x = eval_batch(batch, out_size, channels_last=channels_last and device.type == "cuda")
+        with autocast(device, amp):
+            parts.append(model(x).float())
+    model.train(was_training)
+    if not parts:
+        return torch.zeros(0, getattr(model, "feature_dim", 0), device=device)
+    return torch.cat(parts)
+
+
+def rank_metrics(query: torch.Tensor, gallery: torch.Tensor, q_pids, g_pids, q_camids, g_camids,
+                 rerank: bool = False) -> dict:
+    """mAP, rank-1/5/10 and mINP as fractions in [0, 1] for normalised query and gallery features."""
+    q, g = query.float(), gallery.float()
+    distmat = (2 - 2 * q @ g.T).clamp_min(0)
+    if rerank:
+        def dist(a, b):
+            return (2 - 2 * a @ b.T).clamp_min(0).sqrt().cpu().numpy()
+        distmat = torch.from_numpy(re_rank(dist(q, g), dist(q, q), dist(g, g)))
+    result = evaluate_rank(distmat.cpu(), q_pids, g_pids, q_camids, g_camids)
+    cmc = result["cmc"]
+    return {
+        "mAP": result["mAP"], "mINP": result["mINP"],
+        "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]), "rank10": float(cmc[min(9, len(cmc) - 1)]),
+        "num_query": int(q.shape[0]), "num_gallery": int(g.shape[0]),
+        "skipped_queries": result["num_skipped_queries"], "rerank": rerank,
+    }

@@ -1,0 +1,244 @@
+"""The epoch loop shared by unsupervised training and supervised pretraining.
+
+A subclass says how an epoch is prepared (its labels) and trained; this class owns the rest:
+model, optimizer, schedule, epoch-0 evaluation, periodic evaluation, checkpoints, resume, events,
+graceful stops and failures. Reading order: `run()`, then the helpers below it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from oaecmlr.engine.config import Config
+from oaecmlr.engine.distributed import SINGLE, Dist
+from oaecmlr.engine.features import extract_features, rank_metrics
+from oaecmlr.engine.rundata import RunData
+from oaecmlr.engine.session import RunFailed, RunSession, StopRequested
+from oaecmlr.engine.state import FORMAT, VERSION, check_compatible, load_model_weights, restore_rng, rng_state
+from oaecmlr.models import build_model
+from oaecmlr.store.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from oaecmlr.store.runs import RunDir
+
+
+@dataclass
+class Phase:
+    """Where an epoch stands: its labels (and CMLR soft labels) and the next iteration to run."""
+
+    epoch: int
+    iteration: int
+    labels: torch.Tensor  # (N,) int64 training labels, -1 = not trained on
+    soft: torch.Tensor | None = None  # (M, C) soft labels of the samples in soft_index
+    soft_index: torch.Tensor | None = None
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "iteration": self.iteration, "labels": self.labels.cpu(),
+                "soft": None if self.soft is None else self.soft.cpu(),
+                "soft_index": None if self.soft_index is None else self.soft_index.cpu()}
+
+
+class Loop:
+    kind = "base"
+
+    def __init__(self, config: Config, run: RunDir, data: RunData, device: torch.device,
+                 session: RunSession | None, dist: Dist = SINGLE, num_classes: int | None = None):
+        self.config, self.run, self.data, self.device, self.session, self.dist = config, run, data, device, session, dist
+        cfg = config
+        self.out_size = (cfg.data.height, cfg.data.width)
+        self.amp = cfg.train.amp and device.type == "cuda"
+        self.channels_last = cfg.train.channels_last and device.type == "cuda"
+        torch.manual_seed(cfg.run.seed)
+        self.core = build_model(cfg.model.arch, cfg.model.pretrained or None, cfg.model.pooling, cfg.model.last_stride,
+                                num_classes=num_classes)
+        if cfg.model.init:
+            load_init_weights(self.core, cfg.model.init, cfg.model.arch)
+        self.core.to(device)
+        if self.channels_last:
+            self.core.to(memory_format=torch.channels_last)
+        self.model = self.wrap_model(self.core)
+        params = [p for p in self.core.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.optim.step_size, cfg.optim.gamma)
+        self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
+        self.best: dict | None = None
+        self._interval_loss = torch.zeros((), device=device)
+        self._interval_start = time.perf_counter()
+        self._interval_images = 0
+        self.build()
+
+    # hooks of the subclasses ------------------------------------------------------------------------
+    def build(self) -> None: ...
+    def extra_state(self) -> dict: return {}
+    def load_extra_state(self, state: dict) -> None: ...
+    def prepare_epoch(self, epoch: int) -> Phase: raise NotImplementedError
+    def train_epoch(self, phase: Phase) -> None: raise NotImplementedError
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    # the loop -----------------------------------------------------------------------------------------
+    def run_loop(self, resume: bool) -> dict | None:
+        cfg = self.config
+        phase = None
+        first_epoch = 1
+        if resume:
+            phase, first_epoch = self.restore()
+        else:
+            self.emit_start()
+            self.evaluate(0)
+        for epoch in range(first_epoch, cfg.run.epochs + 1):
+            if phase is None or phase.epoch != epoch:
+                self.emit("epoch_start", epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
+                self._epoch_start = time.perf_counter()
+                phase = self.prepare_epoch(epoch)
+            self.current_phase = phase
+            self.train_epoch(phase)
+            self.scheduler.step()
+            if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
+                self.evaluate(epoch)
+            self.emit("epoch_end", epoch=epoch, seconds=round(time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()), 3))
+            self.save_checkpoint(epoch, None)
+            phase = None
+        self.emit("end", status="finished", best=self.best)
+        if self.session:
+            self.session.set_status("finished")
+        return self.best
+
+    # events, evaluation ----------------------------------------------------------------------------------
+    def emit(self, event: str, **fields) -> None:
+        if self.session is not None:
+            self.session.emit(event, **fields)
+
+    def emit_start(self) -> None:
+        cfg = self.config
+        if self.session is None:
+            return
+        per_rank = cfg.data.num_ids // self.dist.world_size * cfg.data.num_instances
+        self.session.start(kind=self.kind, run=self.run.name, dataset=cfg.data.dataset, epochs=cfg.run.epochs,
+                           iterations=cfg.run.iterations, arch=cfg.model.arch, world_size=self.dist.world_size,
+                           per_rank_batch=per_rank, global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr,
+                           device=str(self.device), data=self.data.stats, seed=cfg.run.seed)
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of all `images`, each rank extracting its contiguous shard, gathered in order."""
+        n, world = images.shape[0], self.dist.world_size
+        counts = [n // world + (r < n % world) for r in range(world)]
+        start = sum(counts[: self.dist.rank])
+        local = extract_features(self.core, images, self.out_size, self.config.data.eval_batch, self.device,
+                                 self.amp, self.channels_last, rows=range(start, start + counts[self.dist.rank]))
+        return self.dist.gather_rows(local, counts)
+
+    def evaluate(self, epoch: int) -> dict:
+        start = time.perf_counter()
+        query = self.extract(self.data.query.images)
+        gallery = self.extract(self.data.gallery.images)
+        metrics = None
+        if self.dist.is_main:
+            metrics = rank_metrics(query, gallery, self.data.query.pids, self.data.gallery.pids,
+                                   self.data.query.camids, self.data.gallery.camids)
+            metrics["seconds"] = round(time.perf_counter() - start, 3)
+            self.emit("eval", epoch=epoch, **metrics)
+            if epoch > 0 and (self.best is None or metrics["mAP"] > self.best["mAP"]):
+                self.best = {"epoch": epoch, **{k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}}
+                atomic_save(self.model_checkpoint(epoch, metrics), self.run.best)
+        return metrics or {}
+
+    # iterations ------------------------------------------------------------------------------------------
+    def after_iteration(self, phase: Phase, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
+        """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the
+        epoch) check it, emit an iteration event and honour stop requests."""
+        self._interval_loss += loss.float()
+        self._interval_images += batch * self.dist.world_size
+        done = iteration + 1
+        if done % self.config.run.log_every and done != total:
+            return
+        count = (done - 1) % self.config.run.log_every + 1
+        mean_loss = float(self._interval_loss) / count
+        elapsed = time.perf_counter() - self._interval_start
+        if self.dist.any(not math.isfinite(mean_loss), self.device):
+            raise self.fail(f"loss became {mean_loss} at epoch {phase.epoch} iteration {done}; "
+                            "kept the last good checkpoint (lower optim.lr?)")
+        self.emit("iter", epoch=phase.epoch, iteration=done, total_iterations=total, loss=round(mean_loss, 5),
+                  lr=self.optimizer.param_groups[0]["lr"], images_per_s=round(self._interval_images / max(elapsed, 1e-9), 2))
+        self._interval_loss.zero_()
+        self._interval_images = 0
+        self._interval_start = time.perf_counter()
+        reason = self.session.stop_reason() if self.session else None
+        if self.dist.any(reason is not None, self.device) and done < total:
+            phase.iteration = done
+            self.emit("stopped", epoch=phase.epoch, iteration=done, reason=reason or "stopped by rank 0")
+            self.save_checkpoint(phase.epoch - 1, phase)
+            if self.session:
+                self.session.set_status("stopped")
+            raise StopRequested(reason)
+
+    def fail(self, message: str) -> RunFailed:
+        self.emit("failure", epoch=getattr(getattr(self, "current_phase", None), "epoch", None), error=message,
+                  rank=self.dist.rank)
+        if self.session:
+            self.session.set_status("failed", error=message)
+        return RunFailed(message)
+
+    # checkpoints -----------------------------------------------------------------------------------------
+    def model_checkpoint(self, epoch: int, metrics: dict | None = None) -> dict:
+        cfg = self.config
+        return {"format": FORMAT, "version": VERSION, "kind": self.kind, "arch": cfg.model.arch,
+                "dataset": cfg.data.dataset, "num_train": len(self.data.train), "epoch": epoch,
+                "model": self.core.state_dict(), "metrics": metrics}
+
+    def save_checkpoint(self, completed_epoch: int, phase: Phase | None) -> None:
+        """last.pt after `completed_epoch`; with `phase`, also the position inside the next epoch."""
+        if not self.dist.is_main:
+            return
+        state = self.model_checkpoint(completed_epoch)
+        state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                     rng=rng_state(self.augment_generator), best=self.best,
+                     events_offset=self.session.events.offset() if self.session else 0,
+                     phase=None if phase is None else phase.state(), **self.extra_state())
+        atomic_save(state, self.run.last)
+
+    def restore(self) -> tuple[Phase | None, int]:
+        cfg = self.config
+        state = load_checkpoint(self.run.last)
+        check_compatible(state, self.run.last, cfg.model.arch, cfg.data.dataset, len(self.data.train))
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.load_extra_state(state)
+        restore_rng(state["rng"], self.augment_generator)
+        self.best = state.get("best")
+        phase = None
+        if state.get("phase"):
+            p = state["phase"]
+            phase = Phase(p["epoch"], p["iteration"], p["labels"], p["soft"], p["soft_index"])
+        if self.session is not None:
+            discarded = self.session.truncate_events(state["events_offset"])
+            self.session.set_status("running", resumed=time.time())
+            self.emit("resume", from_epoch=state["epoch"], iteration=phase.iteration if phase else 0,
+                      discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid())
+        return phase, (phase.epoch if phase else state["epoch"] + 1)
+
+
+def init_checkpoint(init: str) -> Path:
+    """--init takes a checkpoint file or a run folder (its best.pt, else last.pt)."""
+    path = Path(init)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+def load_init_weights(model: torch.nn.Module, init: str, arch: str) -> None:
+    """Start from another run's model (UDA stage 2); only its classifier may be left out."""
+    path = init_checkpoint(init)
+    missing, unexpected = model.load_state_dict(load_model_weights(path, arch), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("classifier.")]
+    missing = [k for k in missing if not k.startswith("classifier.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit a {arch} model: missing {missing[:3]}, unexpected {unexpected[:3]}")

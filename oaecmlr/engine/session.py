@@ -1,0 +1,109 @@
+"""The life of a run on disk: events, log, status, stop requests and signals.
+
+Only the main process (rank 0) of a run owns a RunSession. Everything it writes goes to events.jsonl
+(the contract), a human log, and status.json (pid, host, state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
+from oaecmlr.store.runs import RunDir
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class StopRequested(Exception):
+    """Raised inside the loop after a graceful stop was requested (SIGTERM, Ctrl-C, `oaecmlr stop`)."""
+
+
+class RunFailed(Exception):
+    """The run ended with a failure event; str() is the one-line reason."""
+
+
+class RunSession:
+    def __init__(self, run: RunDir, listener: Listener | None = None):
+        self.run = run
+        self.events = EventWriter(run.events)
+        self.listener = listener
+        self._stop_signal: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self.log = logging.getLogger(f"oaecmlr.run.{run.name}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        handler = logging.FileHandler(run.log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.handlers = [handler]
+
+    # events -------------------------------------------------------------------------------------
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = self.events.write(event, **fields)
+        if self.listener is not None:
+            self.listener(record)
+        return record
+
+    def start(self, **fields: Any) -> None:
+        self.emit("start", schema=SCHEMA_VERSION, pid=os.getpid(), host=socket.gethostname(), **fields)
+        self.set_status("running", started=time.time())
+
+    def set_status(self, state: str, **fields: Any) -> None:
+        self.run.write_status(state, pid=os.getpid(), host=socket.gethostname(), **fields)
+
+    def truncate_events(self, offset: int) -> int:
+        """Drop what was written after `offset` (an unfinished epoch), keeping it in
+        events.discarded.jsonl, and return the number of discarded events."""
+        self.events.close()
+        path = self.run.events
+        size = path.stat().st_size if path.exists() else 0
+        discarded = 0
+        if size > offset:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                tail = f.read()
+            with open(self.run.path / "events.discarded.jsonl", "ab") as f:
+                f.write(tail if tail.endswith(b"\n") else tail + b"\n")
+            discarded = tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+                f.flush()
+                os.fsync(f.fileno())
+        self.events = EventWriter(path)
+        return discarded
+
+    # stopping -----------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self._stop_signal = signal.Signals(signum).name
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous_handlers[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. under a test runner thread)
+                pass
+
+    def restore_signal_handlers(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        self._previous_handlers.clear()
+
+    def stop_reason(self) -> str | None:
+        if self._stop_signal:
+            return self._stop_signal
+        if self.run.stop_request.exists():
+            return "stop requested (oaecmlr stop)"
+        return None
+
+    def close(self) -> None:
+        self.restore_signal_handlers()
+        self.events.close()
+        for handler in self.log.handlers:
+            handler.close()
+        self.log.handlers = []
+        Path(self.run.stop_request).unlink(missing_ok=True)
