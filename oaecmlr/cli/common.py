@@ -28,5 +28,15 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def one_line_warnings() -> None:
+    """Show Python warnings (e.g. unusual dataset counts) as one `warning:` line each on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show
+
+
 def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}"

@@ -23,6 +23,7 @@ from oaecmlr.engine.devices import parse_gpus
 from oaecmlr.engine.loop import init_checkpoint
 from oaecmlr.engine.rundata import load_run_data, load_splits
 from oaecmlr.engine.session import Listener, RunFailed, RunSession, StopRequested
+from oaecmlr.engine.state import load_model_weights
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
 from oaecmlr.store.checkpoint import CheckpointError
@@ -47,8 +48,11 @@ def check_inputs(config: Config) -> None:
                 raise DatasetError(f"the {split} split of {config.data.dataset} under {splits.root} is empty")
     if config.model.pretrained and not Path(config.model.pretrained).is_file():
         raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
-    if config.model.init and not init_checkpoint(config.model.init).is_file():
-        raise ConfigError(f"--init: no checkpoint at {config.model.init} (give a run folder or a .pt file)")
+    if config.model.init:
+        path = init_checkpoint(config.model.init)
+        if not path.is_file():
+            raise ConfigError(f"--init: no checkpoint at {config.model.init} (give a run folder or a .pt file)")
+        load_model_weights(path, config.model.arch)  # refuses another architecture before anything is written
 
 
 def start_run(config: Config, name: str | None = None, runs_dir: str | None = None, preset: str | None = None,

@@ -1,0 +1,41 @@
+"""Tiny real training runs on the synthetic set, small enough for the test suite (seconds each)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = [
+    "run.epochs=2", "run.iterations=3", "run.eval_every=1", "run.log_every=1",
+    "data.synthetic_ids=24", "data.synthetic_test_ids=10", "data.synthetic_cams=3", "data.synthetic_images=3",
+    "data.height=32", "data.width=16", "data.num_ids=4", "data.num_instances=4", "data.eval_batch=64", "data.pad=2",
+    "cluster.k1=6", "cluster.k2=2", "cluster.min_samples=2", "cluster.eps=0.6", "oae.rho=2.0",
+]
+
+
+def tiny_config(*extra: str, epochs: int | None = None):
+    from oaecmlr.engine.config import load_config
+
+    sets = TINY + list(extra) + ([f"run.epochs={epochs}"] if epochs is not None else [])
+    return load_config("demo", sets=sets)
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `oaecmlr ARGS` in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, "-m", "oaecmlr.cli.app", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def tiny_sets() -> list[str]:
+    out = []
+    for item in TINY:
+        out += ["--set", item]
+    return out
+
+
+def events_of(run_path: Path) -> list[dict]:
+    from oaecmlr.store.events import read_events
+
+    return read_events(Path(run_path) / "events.jsonl")

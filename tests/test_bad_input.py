@@ -1,0 +1,105 @@
+"""Bad input to `oaecmlr run`: one clear line on stderr, exit code 1, never a traceback, nothing lost."""
+
+from __future__ import annotations
+
+import pytest
+from enginefixtures import cli, tiny_sets
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert all(line.startswith(("error:", "warning:")) for line in lines), result.stderr
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    message = errors[0]
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def write_market_layout(root, train_names=("0001_c1s1_000001_00.jpg", "0001_c2s1_000002_00.jpg"), corrupt=None):
+    for folder, names in (("bounding_box_train", train_names), ("query", ["0002_c1s1_000001_00.jpg"]),
+                          ("bounding_box_test", ["0002_c2s1_000002_00.jpg"])):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            Image.new("RGB", (16, 32), (100, 50, 25)).save(root / folder / name)
+    if corrupt:
+        (root / "bounding_box_train" / corrupt).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+def test_missing_data_root_shows_expected_layout(tmp_path):
+    result = cli("run", "cuhk03", "--data-root", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, "nowhere", "bounding_box_train")
+    assert not (tmp_path / "runs").exists()  # nothing created for a run that cannot start
+
+
+def test_folder_that_is_not_the_layout(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    result = cli("run", "cuhk03", "--data-root", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, "not a cuhk03 folder")
+
+
+def test_corrupt_image_is_named_and_nothing_is_trained(tmp_path):
+    data = tmp_path / "cuhk"
+    write_market_layout(data, corrupt="0003_c1s1_000001_00.jpg")
+    result = cli("run", "cuhk03", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"), "--name", "bad",
+                 "--set", "data.cache_dir=" + str(tmp_path / "cache"))
+    assert_one_line_error(result, "0003_c1s1_000001_00.jpg")
+    events = (tmp_path / "runs" / "bad" / "events.jsonl").read_text()
+    assert '"failure"' in events and '"iter"' not in events
+    assert not (tmp_path / "runs" / "bad" / "last.pt").exists()
+
+
+def test_empty_split(tmp_path):
+    data = tmp_path / "cuhk"
+    write_market_layout(data)
+    for f in (data / "query").iterdir():
+        f.unlink()
+    result = cli("run", "cuhk03", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, "query")
+
+
+def test_gpus_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("run", "demo", "--gpus", "0", "--runs-dir", str(tmp_path))
+    assert_one_line_error(result, "CUDA", "--gpus cpu")
+
+
+def test_unknown_set_key(tmp_path):
+    result = cli("run", "demo", "--set", "oae.rhoo=1", "--runs-dir", str(tmp_path))
+    assert_one_line_error(result, "oae.rhoo", "rho")
+    result = cli("run", "demo", "--set", "oae.rho=abc", "--runs-dir", str(tmp_path))
+    assert_one_line_error(result, "oae.rho", "float")
+
+
+def test_existing_run_name_is_refused_and_left_intact(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "events.jsonl").write_text('{"event": "start", "time": 1}\n')
+    result = cli("run", "demo", "--name", "taken", "--runs-dir", str(tmp_path), *tiny_sets())
+    assert_one_line_error(result, "already exists", "resume")
+    assert (tmp_path / "taken" / "events.jsonl").read_text() == '{"event": "start", "time": 1}\n'
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
+def test_run_name_cannot_escape_the_runs_folder(tmp_path, name):
+    result = cli("run", "demo", "--name", name, "--runs-dir", str(tmp_path / "runs"), *tiny_sets())
+    assert_one_line_error(result, "name")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_unknown_preset_lists_the_presets(tmp_path):
+    result = cli("run", "nosuchset", "--runs-dir", str(tmp_path))
+    assert_one_line_error(result, "nosuchset")
+
+
+def test_missing_run_for_show_and_resume(tmp_path):
+    assert_one_line_error(cli("show", "ghost", "--runs-dir", str(tmp_path)), "ghost")
+    assert_one_line_error(cli("resume", "ghost", "--runs-dir", str(tmp_path)), "ghost")
