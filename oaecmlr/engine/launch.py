@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +19,14 @@ import torch
 from oaecmlr.data.records import DatasetError
 from oaecmlr.engine.config import Config, ConfigError, config_from_dict, read_toml, to_toml
 from oaecmlr.engine.devices import parse_gpus
+from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import init_checkpoint
 from oaecmlr.engine.rundata import load_run_data, load_splits
 from oaecmlr.engine.session import Listener, RunFailed, RunSession, StopRequested
 from oaecmlr.engine.state import load_model_weights
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
+from oaecmlr.engine.workers import torchrun_env
 from oaecmlr.store.checkpoint import CheckpointError
 from oaecmlr.store.runs import RunDir, create_run, find_run, live_state, run_dir
 
@@ -55,8 +56,9 @@ def check_inputs(config: Config) -> None:
         load_model_weights(path, config.model.arch)  # refuses another architecture before anything is written
 
 
-def start_run(config: Config, name: str | None = None, runs_dir: str | None = None, preset: str | None = None,
-              listener: Listener | None = None, detach: bool = False) -> RunDir:
+def prepare_run(config: Config, name: str | None = None, runs_dir: str | None = None,
+                preset: str | None = None) -> RunDir:
+    """Resolve paths, check the inputs, then create the run folder with its config.toml."""
     if config.model.init and not Path(config.model.init).exists():
         config.model.init = str(run_dir(config.model.init, runs_dir).path)  # a run name
     for attr in ("pretrained", "init"):
@@ -68,6 +70,14 @@ def start_run(config: Config, name: str | None = None, runs_dir: str | None = No
     check_inputs(config)
     run = create_run(name or default_name(config, preset), runs_dir)
     run.config.write_text(to_toml(config))
+    return run
+
+
+def start_run(config: Config, name: str | None = None, runs_dir: str | None = None, preset: str | None = None,
+              listener: Listener | None = None, detach: bool = False) -> RunDir:
+    if torchrun_env():
+        return run_under_torchrun(lambda: prepare_run(config, name, runs_dir, preset), config, False, listener)
+    run = prepare_run(config, name, runs_dir, preset)
     if detach:
         spawn_detached(run, resume=False)
     else:
@@ -77,6 +87,18 @@ def start_run(config: Config, name: str | None = None, runs_dir: str | None = No
 
 def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None = None,
                epochs: int | None = None, detach: bool = False) -> RunDir:
+    if torchrun_env():
+        config = load_run_config(find_run(name, runs_dir))
+        return run_under_torchrun(lambda: prepare_resume(name, runs_dir, epochs), config, True, listener)
+    run = prepare_resume(name, runs_dir, epochs)
+    if detach:
+        spawn_detached(run, resume=True)
+    else:
+        execute(run, load_run_config(run), resume=True, listener=listener)
+    return run
+
+
+def prepare_resume(name: str, runs_dir: str | None, epochs: int | None) -> RunDir:
     run = find_run(name, runs_dir)
     status = run.read_status()
     if live_state(status, None) == "running":
@@ -85,16 +107,46 @@ def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None
     if not run.last.is_file():
         raise CheckpointError(f"run {run.name} has no last.pt to resume from (it stopped before finishing an epoch); "
                               "start it again with `oaecmlr run`")
-    config = load_run_config(run)
     if epochs is not None:
+        config = load_run_config(run)
         config.run.epochs = epochs
         run.config.write_text(to_toml(config))
     run.stop_request.unlink(missing_ok=True)
-    if detach:
-        spawn_detached(run, resume=True)
-    else:
-        execute(run, config, resume=True, listener=listener)
     return run
+
+
+def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener | None = None) -> RunDir:
+    """A worker started by torchrun: rank 0 prepares the run folder, every rank trains.
+
+    `--gpus` only chooses CUDA (GPU LOCAL_RANK) or CPU (gloo) here; torchrun sets the worker count.
+    """
+    from oaecmlr.engine.workers import init_group, train_worker
+
+    rank, world, local_rank = torchrun_env()
+    cuda = "cpu" not in config.run.gpus
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("torchrun worker: --gpus asks for CUDA but none is visible; pass --gpus cpu for gloo")
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    init_group(device, rank, world, config.train.dist_timeout)
+    dist = Dist(rank, world, local_rank)
+    try:
+        prepared = (None, None)
+        if dist.is_main:
+            try:
+                prepared = (str(prepare().path), None)
+            except KNOWN_ERRORS as exc:
+                prepared = (None, str(exc))
+        path, error = dist.broadcast_object(prepared)
+        if error:
+            raise RunFailed(error)
+        run = RunDir(Path(path))
+        train_worker(run, load_run_config(run), dist, device, resume, listener if dist.is_main else None)
+        return run
+    finally:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
 
 
 def load_run_config(run: RunDir) -> Config:
@@ -102,46 +154,50 @@ def load_run_config(run: RunDir) -> Config:
 
 
 def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:
-    """Train in this process. Known problems end the run with a failure event and a RunFailed."""
+    """Train in this process (or supervise several workers). Known problems end the run with a
+    failure event and a RunFailed."""
+    devices = parse_gpus(config.run.gpus)
+    if len(devices) > 1:
+        from oaecmlr.engine.workers import run_workers
+
+        return run_workers(run, config, devices, resume, listener)
     session = RunSession(run, listener)
     session.install_signal_handlers()
     try:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
-        devices = parse_gpus(config.run.gpus)
-        if len(devices) > 1:
-            from oaecmlr.engine.workers import run_workers  # multi-process training
-            session.close()
-            return run_workers(run, config, devices, resume, listener)
-        device = torch.device(devices[0])
-        if not resume:
-            session.set_status("running", started=time.time())
+        session.set_status("running", world_size=1)
         session.log.info("loading data for %s", config.data.dataset)
         data = load_run_data(config.data)
-        if config.run.kind == "supervised":
-            loop = SupervisedLoop(config, run, data, device, session,
-                                  num_classes=int(training_classes(data.train.pids).max()) + 1)
-        else:
-            loop = UnsupervisedLoop(config, run, data, device, session)
-        return loop.run_loop(resume)
+        return build_loop(config, run, data, torch.device(devices[0]), session).run_loop(resume)
     except StopRequested:
         return None
-    except KNOWN_ERRORS as exc:
-        _record_failure(session, exc)
-        raise RunFailed(str(exc)) from None
-    except Exception as exc:  # unexpected: keep the traceback in the log, one line for the user
-        session.log.error("unexpected error\n%s", traceback.format_exc())
-        _record_failure(session, exc)
-        raise RunFailed(f"{type(exc).__name__}: {exc} (traceback in {run.log})") from None
+    except Exception as exc:
+        raise record_failure(session, exc) from None
     finally:
         session.close()
 
 
-def _record_failure(session: RunSession, exc: Exception) -> None:
+def build_loop(config: Config, run: RunDir, data, device: torch.device, session: RunSession | None,
+               dist: Dist = SINGLE):
+    if config.run.kind == "supervised":
+        classes = int(training_classes(data.train.pids).max()) + 1
+        return SupervisedLoop(config, run, data, device, session, dist, num_classes=classes)
+    return UnsupervisedLoop(config, run, data, device, session, dist)
+
+
+def record_failure(session: RunSession, exc: Exception) -> RunFailed:
+    """Write the failure event (unless the loop already did) and return the error for the user."""
     if isinstance(exc, RunFailed):
-        return  # the loop already wrote its failure event
-    session.emit("failure", error=str(exc))
-    session.set_status("failed", error=str(exc))
+        return exc
+    if isinstance(exc, KNOWN_ERRORS):
+        message = str(exc)
+    else:  # unexpected: keep the traceback in the log, one line for the user
+        session.log.error("unexpected error\n%s", traceback.format_exc())
+        message = f"{type(exc).__name__}: {exc} (traceback in {session.run.log})"
+    session.emit("failure", error=message)
+    session.set_status("failed", error=message)
+    return RunFailed(message)
 
 
 def spawn_detached(run: RunDir, resume: bool) -> int:

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from oaecmlr.data.augment import AugParams, apply_params, sample_params
 from oaecmlr.engine.config import Config
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.features import extract_features, rank_metrics
 from oaecmlr.engine.rundata import RunData
 from oaecmlr.engine.session import RunFailed, RunSession, StopRequested
 from oaecmlr.engine.state import FORMAT, VERSION, check_compatible, load_model_weights, restore_rng, rng_state
+from oaecmlr.engine.syncbn import convert_batchnorm
 from oaecmlr.models import build_model
 from oaecmlr.store.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from oaecmlr.store.runs import RunDir
@@ -78,8 +81,19 @@ class Loop:
     def prepare_epoch(self, epoch: int) -> Phase: raise NotImplementedError
     def train_epoch(self, phase: Phase) -> None: raise NotImplementedError
 
+    def train_module(self) -> torch.nn.Module:
+        """What one training step calls: the model itself (a subclass may wrap it)."""
+        return self.core
+
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
+        """Several workers: global-batch BatchNorm, then DistributedDataParallel."""
+        if not self.dist.active:
+            return self.train_module()
+        cuda = self.device.type == "cuda"
+        if self.config.train.sync_bn:
+            convert_batchnorm(model, cuda)
+        module = self.train_module()
+        return DistributedDataParallel(module, device_ids=[self.device.index] if cuda else None)
 
     # the loop -----------------------------------------------------------------------------------------
     def run_loop(self, resume: bool) -> dict | None:
@@ -125,10 +139,13 @@ class Loop:
                            device=str(self.device), data=self.data.stats, seed=cfg.run.seed)
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of all `images`, each rank extracting its contiguous shard, gathered in order."""
-        n, world = images.shape[0], self.dist.world_size
-        counts = [n // world + (r < n % world) for r in range(world)]
-        start = sum(counts[: self.dist.rank])
+        """Features of all `images`, each rank extracting a contiguous shard, gathered in order."""
+        n, world, batch = images.shape[0], self.dist.world_size, self.config.data.eval_batch
+        # Whole evaluation batches per rank, so every image sees the same batch as in one process.
+        batches = -(-n // batch)
+        bounds = [min(n, batch * (batches * r // world)) for r in range(world + 1)]
+        counts = [bounds[r + 1] - bounds[r] for r in range(world)]
+        start = bounds[self.dist.rank]
         local = extract_features(self.core, images, self.out_size, self.config.data.eval_batch, self.device,
                                  self.amp, self.channels_last, rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
@@ -149,6 +166,17 @@ class Loop:
         return metrics or {}
 
     # iterations ------------------------------------------------------------------------------------------
+    def augment(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """Train augmentation of this rank's slice of the global batch. The random parameters are
+        drawn for the whole global batch on every rank, so they do not depend on the world size."""
+        data = self.config.data
+        local = images_u8.shape[0]
+        params = sample_params(local * self.dist.world_size, self.out_size, self.augment_generator,
+                               data.flip_p, data.pad, data.erase_p)
+        mine = slice(self.dist.rank * local, (self.dist.rank + 1) * local)
+        params = AugParams(params.flip[mine], params.offset[mine], params.erase[mine]).to(images_u8.device)
+        return apply_params(images_u8, self.out_size, params, data.pad, self.channels_last)
+
     def after_iteration(self, phase: Phase, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the
         epoch) check it, emit an iteration event and honour stop requests."""

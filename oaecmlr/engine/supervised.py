@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oaecmlr.data.augment import train_batch
 from oaecmlr.data.sampler import PKSampler
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Loop, Phase
@@ -30,8 +29,22 @@ def training_classes(pids: np.ndarray) -> np.ndarray:
     return np.unique(pids, return_inverse=True)[1].astype(np.int64)
 
 
+class TrainForward(torch.nn.Module):
+    """Calls `forward_train` through `forward`, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_train(x)
+
+
 class SupervisedLoop(Loop):
     kind = "supervised"
+
+    def train_module(self) -> torch.nn.Module:
+        return TrainForward(self.core)
 
     def prepare_epoch(self, epoch: int) -> Phase:
         return Phase(epoch, 0, torch.as_tensor(training_classes(self.data.train.pids)))
@@ -47,12 +60,10 @@ class SupervisedLoop(Loop):
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = train_batch(images[index.to(images.device)].to(self.device, non_blocking=True), self.out_size,
-                            self.augment_generator, cfg.data.flip_p, cfg.data.pad, cfg.data.erase_p,
-                            channels_last=self.channels_last)
+            x = self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
             y = labels[index]
             with autocast(self.device, self.amp):
-                out = self.core.forward_train(x) if self.model is self.core else self.model(x, train_output=True)
+                out = self.model(x)
             loss = F.cross_entropy(out.logits.float(), y, label_smoothing=cfg.supervised.label_smoothing)
             loss = loss + batch_hard_triplet(out.features_before_bn, y, cfg.supervised.triplet_margin)
             self.optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,6 @@ import torch
 
 from oaecmlr.clusters import cluster_geometry
 from oaecmlr.cmlr import cmlr
-from oaecmlr.data.augment import train_batch
 from oaecmlr.data.sampler import PKSampler
 from oaecmlr.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
 from oaecmlr.engine.features import autocast
@@ -108,9 +107,7 @@ class UnsupervisedLoop(Loop):
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = train_batch(images[index.to(images.device)].to(self.device, non_blocking=True), self.out_size,
-                            self.augment_generator, cfg.data.flip_p, cfg.data.pad, cfg.data.erase_p,
-                            channels_last=self.channels_last)
+            x = self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
             y = labels[index]
             with autocast(self.device, self.amp):
                 features = self.model(x)

@@ -1,0 +1,164 @@
+"""Several workers (`--gpus cpu,cpu`, gloo): same pseudo-labels and nearly the same training as one
+process, global-batch BatchNorm, worker death, resume with another world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+from enginefixtures import cli, events_of, tiny_config, tiny_sets
+
+from oaecmlr.engine.distributed import Dist
+from oaecmlr.engine.syncbn import convert_batchnorm
+
+pytestmark = pytest.mark.e2e
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bn_worker(rank, world, port, x, dy, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    bn = convert_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), cuda=False)
+    half = x.shape[0] // world
+    xs = x[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    out = bn(xs)
+    (out * dy[rank * half:(rank + 1) * half]).sum().backward()
+    grads = torch.cat([bn[0].weight.grad, bn[0].bias.grad])
+    tdist.all_reduce(grads)
+    queue.put((rank, *(t.detach().numpy().copy() for t in (out, xs.grad, grads, bn[0].running_mean, bn[0].running_var))))
+    tdist.destroy_process_group()
+
+
+def test_global_batchnorm_equals_batchnorm_over_the_whole_batch():
+    torch.manual_seed(1)
+    x, dy = torch.randn(8, 3, 5, 4) * 3 + 1, torch.randn(8, 3, 5, 4)
+    reference = torch.nn.BatchNorm2d(3)
+    xr = x.clone().requires_grad_(True)
+    out = reference(xr)
+    (out * dy).sum().backward()
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _port()
+    workers = [context.Process(target=_bn_worker, args=(r, 2, port, x, dy, queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    results = {r[0]: [torch.from_numpy(a) for a in r[1:]] for r in (queue.get(timeout=120) for _ in workers)}
+    for w in workers:
+        w.join(timeout=30)
+    outs = torch.cat([results[0][0], results[1][0]])
+    dxs = torch.cat([results[0][1], results[1][1]])
+    torch.testing.assert_close(outs, out.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dxs, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][2], torch.cat([reference.weight.grad, reference.bias.grad]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][3], reference.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][4], reference.running_var, rtol=1e-5, atol=1e-6)
+
+
+def _labels_worker(rank, world, port, run_path, queue):
+    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.store.runs import RunDir
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
+    config = tiny_config()
+    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None, Dist(rank, world))
+    phase = loop.prepare_epoch(1)
+    queue.put((rank, phase.labels.numpy().copy(), loop.memory.centroids.numpy().copy()))  # plain arrays
+    tdist.destroy_process_group()
+
+
+def test_epoch_one_pseudo_labels_equal_single_process(tmp_path):
+    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.store.runs import RunDir
+
+    config = tiny_config()
+    single = build_loop(config, RunDir(tmp_path), load_run_data(config.data), torch.device("cpu"), None)
+    expected = single.prepare_epoch(1).labels
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _port()
+    workers = [context.Process(target=_labels_worker, args=(r, 2, port, tmp_path, queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    got = [queue.get(timeout=180) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    assert (expected >= 0).sum() > 0
+    for _, labels, centroids in got:
+        assert torch.equal(torch.from_numpy(labels), expected)  # clustering ran once and was broadcast
+        torch.testing.assert_close(torch.from_numpy(centroids), single.memory.centroids)  # same memory everywhere
+
+
+def test_two_cpu_workers_train_like_one_process(tmp_path):
+    sets = [*tiny_sets(), "--set", "run.epochs=3"]
+    assert cli("run", "demo", "--name", "one", "--runs-dir", str(tmp_path), *sets).returncode == 0
+    result = cli("run", "demo", "--name", "two", "--gpus", "cpu,cpu", "--runs-dir", str(tmp_path), *sets)
+    assert result.returncode == 0, result.stderr
+    one, two = events_of(tmp_path / "one"), events_of(tmp_path / "two")
+    start = two[0]
+    assert start["world_size"] == 2 and start["per_rank_batch"] * 2 == start["global_batch"] == 16
+    assert [e["epoch"] for e in two if e["event"] == "epoch_end"] == [1, 2, 3]
+    maps_one = [e["mAP"] for e in one if e["event"] == "eval"]
+    maps_two = [e["mAP"] for e in two if e["event"] == "eval"]
+    assert maps_one[0] == pytest.approx(maps_two[0], abs=1e-6)  # the same starting point
+    assert max(abs(a - b) for a, b in zip(maps_one, maps_two)) < 0.03
+    clusters_one = [e["clusters"] for e in one if e["event"] == "cluster"]
+    clusters_two = [e["clusters"] for e in two if e["event"] == "cluster"]
+    assert clusters_one[0] == clusters_two[0]
+
+
+def test_a_dead_worker_fails_the_run_quickly_and_leaves_nothing_running(tmp_path):
+    sets = [*tiny_sets(), "--set", "run.epochs=50", "--set", "run.iterations=50", "--set", "train.dist_timeout=30"]
+    process = subprocess.Popen([sys.executable, "-m", "oaecmlr.cli.app", "run", "demo", "--name", "dies", "--gpus",
+                                "cpu,cpu", "--runs-dir", str(tmp_path), *sets],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status_path = tmp_path / "dies" / "status.json"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if (tmp_path / "dies" / "events.jsonl").exists() and any(e["event"] == "iter" for e in events_of(tmp_path / "dies")):
+            break
+        time.sleep(0.1)
+    workers = json.loads(status_path.read_text())["workers"]
+    os.kill(workers[1], signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = process.communicate(timeout=120)
+    assert time.time() - killed_at < 30
+    assert process.returncode == 1
+    assert "rank 1" in stderr and "SIGKILL" in stderr and "Traceback" not in stderr
+    last = events_of(tmp_path / "dies")[-1]
+    assert last["event"] == "failure" and last["rank"] == 1
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert json.loads(status_path.read_text())["state"] == "failed"
+
+
+def test_resume_with_another_world_size(tmp_path):
+    sets = [*tiny_sets(), "--set", "run.epochs=1"]
+    assert cli("run", "demo", "--name", "grow", "--gpus", "cpu,cpu", "--runs-dir", str(tmp_path), *sets).returncode == 0
+    config = (tmp_path / "grow" / "config.toml").read_text().replace('gpus = "cpu,cpu"', 'gpus = "cpu"')
+    (tmp_path / "grow" / "config.toml").write_text(config)
+    result = cli("resume", "grow", "--runs-dir", str(tmp_path), "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    events = events_of(tmp_path / "grow")
+    resumed = next(e for e in events if e["event"] == "resume")
+    assert resumed["world_size"] == 1 and resumed["from_epoch"] == 1
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
+    assert events[-1]["event"] == "end"
