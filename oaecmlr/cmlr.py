@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from oaecmlr.clusters import cluster_geometry
+
+_FLAT = 1e-6  # radii below this are float32 noise around identical features
 
 
 @dataclass
@@ -39,7 +40,8 @@ def cmlr(features: torch.Tensor, labels: np.ndarray, lam: float = 0.5, tau_r: fl
     index = np.flatnonzero(labels >= 0)
     num_clusters = int(labels.max()) + 1 if labels.size else 0
     y = torch.as_tensor(labels[index], device=features.device)
-    onehot = F.one_hot(y, num_clusters).float()
+    onehot = torch.zeros(index.size, num_clusters, device=features.device)
+    onehot[torch.arange(index.size, device=features.device), y] = 1
     if not enabled or lam == 0 or index.size == 0:
         return CMLRResult(onehot, index, 0.0, 0.0)
 
@@ -52,7 +54,8 @@ def cmlr(features: torch.Tensor, labels: np.ndarray, lam: float = 0.5, tau_r: fl
     matching = logits.softmax(dim=1)
     radius = geometry.radii[y]
     own_distance = 1 - (f * geometry.centroids[y]).sum(dim=1)
-    delta = torch.where(radius > 0, own_distance / radius.clamp_min(1e-12), torch.zeros_like(radius)).clamp(0, 1)
+    # A cluster of (nearly) identical features has no boundary: its samples keep one-hot labels.
+    delta = torch.where(radius > _FLAT, own_distance / radius.clamp_min(_FLAT), torch.zeros_like(radius)).clamp(0, 1)
     weight = (lam * delta).unsqueeze(1)
     soft = (1 - weight) * onehot + weight * matching
     entropy = -(soft * soft.clamp_min(1e-12).log()).sum(dim=1)

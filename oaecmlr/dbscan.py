@@ -33,9 +33,10 @@ def dbscan(distances: sp.spmatrix, eps: float, min_samples: int) -> np.ndarray:
     graph = sp.csr_matrix(distances, copy=True)
     graph.sum_duplicates()
     diagonal = graph.diagonal()  # implicit entries read as 0, as scikit-learn's setdiag does
-    graph.setdiag(0)  # the diagonal is counted separately below
-    graph.data = (graph.data <= eps).astype(np.int8)
-    graph.eliminate_zeros()
+    # Keep the off-diagonal pairs within eps; the diagonal is counted once, separately, below.
+    coo = graph.tocoo()
+    near = (coo.data <= eps) & (coo.row != coo.col)
+    graph = sp.csr_matrix((np.ones(int(near.sum()), dtype=np.int8), (coo.row[near], coo.col[near])), shape=(n, n))
     neighbours = np.diff(graph.indptr) + (diagonal <= eps)
     core = neighbours >= min_samples
 

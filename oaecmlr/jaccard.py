@@ -20,6 +20,7 @@ import torch
 from oaecmlr.knn import check_features, knn
 
 _CHUNK_ELEMENTS = 1 << 24  # elements of the largest temporary a chunk may create
+PairDistance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -60,19 +61,31 @@ def jaccard_from_features(features: torch.Tensor, k1: int = 30, k2: int = 6, max
     features = check_features(features)
     n = features.shape[0]
     _check_k(n, k1, k2, max_distance)
-    ranked = knn(features, k1, backend=knn_backend).index
-    encoding = encode_features(features, ranked, k1, k2)
+    neighbours = knn(features, k1, backend=knn_backend)
+    encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
     return jaccard_rows(encoding, torch.arange(n, device=features.device), max_distance)
 
 
-def encode_features(features: torch.Tensor, ranked: torch.Tensor, k1: int, k2: int) -> Csr:
-    """Query-expanded k-reciprocal encoding of features, with V from squared distance 2 - 2 a.b."""
+def encode_features(features: torch.Tensor, ranked: torch.Tensor, ranked_distance: torch.Tensor, k1: int,
+                    k2: int) -> Csr:
+    """Query-expanded k-reciprocal encoding of features, V from the squared distance 2 - 2 a.b.
 
-    def squared_distance(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        step = max(1, _CHUNK_ELEMENTS // (cols.shape[1] * features.shape[1]))
-        dots = [torch.bmm(features[cols[s:s + step]], features[rows[s:s + step]].unsqueeze(2)).squeeze(2)
-                for s in range(0, rows.numel(), step)]
-        return 2 - 2 * torch.cat(dots)
+    Distances of pairs in the kNN lists are reused; only the other members of R*(i) are computed.
+    """
+    by_index, order = ranked.sort(dim=1)
+    known_distance = ranked_distance.gather(1, order)
+
+    def squared_distance(rows: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        listed = by_index[rows]
+        position = torch.searchsorted(listed, cols).clamp_max(listed.shape[1] - 1)
+        found = listed.gather(1, position) == cols
+        dist = known_distance[rows].gather(1, position)
+        r, c = torch.nonzero(valid & ~found, as_tuple=True)
+        step = max(1, _CHUNK_ELEMENTS // features.shape[1])
+        for s in range(0, r.numel(), step):
+            a, b = rows[r[s:s + step]], cols[r[s:s + step], c[s:s + step]]
+            dist[r[s:s + step], c[s:s + step]] = (2 - 2 * (features[a] * features[b]).sum(dim=1)).clamp_min(0)
+        return dist
 
     return query_expansion(k_reciprocal_encoding(ranked, k1, squared_distance), ranked, k2)
 
@@ -99,9 +112,12 @@ def reciprocal_sets(ranked: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     return forward, mask
 
 
-def k_reciprocal_encoding(ranked: torch.Tensor, k1: int,
-                          squared_distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Csr:
-    """V: for each i, softmax of -distance over the expanded k-reciprocal set R*(i)."""
+def k_reciprocal_encoding(ranked: torch.Tensor, k1: int, squared_distance: PairDistance) -> Csr:
+    """V: for each i, softmax of -distance over the expanded k-reciprocal set R*(i).
+
+    `squared_distance(rows (c,), cols (c, w), valid (c, w))` gives the (c, w) distances of the pairs;
+    only the valid ones are read.
+    """
     n = ranked.shape[0]
     device = ranked.device
     near, near_mask = reciprocal_sets(ranked, k1)
@@ -118,8 +134,7 @@ def k_reciprocal_encoding(ranked: torch.Tensor, k1: int,
         r_near = torch.where(near_mask[rows], near[rows], -1)  # (c, w1), -1 = not reciprocal
         cand = near[rows]  # candidates j (valid where near_mask)
         cand_half = torch.where(half_mask[cand], half[cand], -2)  # (c, w1, wh) R(j, h), -2 = absent
-        inside = (cand_half.unsqueeze(3) == r_near[:, None, None, :]).any(dim=3)  # member of R(i, k1)
-        overlap = inside.sum(dim=2)
+        overlap = _members_in(cand_half.flatten(1), r_near).view(cand_half.shape).sum(dim=2)  # |R(j,h) & R(i,k1)|
         accept = near_mask[rows] & (3 * overlap > 2 * half_size[cand])  # |R(j,h) & R(i,k1)| > 2/3 |R(j,h)|
         extra = torch.where(accept.unsqueeze(2) & (cand_half >= 0), cand_half, sentinel)
         members = torch.cat([torch.where(r_near >= 0, r_near, sentinel), extra.flatten(1)], dim=1)
@@ -131,7 +146,7 @@ def k_reciprocal_encoding(ranked: torch.Tensor, k1: int,
         # Compact each row's unique members to the left (sorted), then trim the padding.
         members = torch.where(valid, members, sentinel).sort(dim=1).values[:, :width]
         valid = members != sentinel
-        dist = squared_distance(rows, members.clamp_max(n - 1))
+        dist = squared_distance(rows, members.clamp_max(n - 1), valid)
         weights = torch.softmax(torch.where(valid, -dist, float("-inf")), dim=1)
         lengths = valid.sum(dim=1)
         crows.append(offset + lengths.cumsum(0))
@@ -139,6 +154,13 @@ def k_reciprocal_encoding(ranked: torch.Tensor, k1: int,
         cols.append(members[valid])
         vals.append(weights[valid].float())
     return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
+
+
+def _members_in(values: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
+    """values[i, t] in sets[i, :] for each row (sets padded with -1, values with other negatives)."""
+    ordered = sets.sort(dim=1).values
+    position = torch.searchsorted(ordered, values).clamp_max(ordered.shape[1] - 1)
+    return ordered.gather(1, position) == values
 
 
 def query_expansion(encoding: Csr, ranked: torch.Tensor, k2: int) -> Csr:
@@ -174,15 +196,22 @@ def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -
     """Jaccard distance d(i, j) = 1 - s/(2 - s), s = sum_k min(V[i,k], V[j,k]), for the given rows.
 
     Only pairs sharing support (s > 0) can be < 1; those with distance < max_distance are kept.
+    For each chunk of rows, every (row, column, row') co-occurrence adds min(V[row,k], V[row',k]) into a
+    dense chunk x N accumulator; the touched entries are its non-zeros.
     """
     n = encoding.num_rows
     device = encoding.col.device
     if rows.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return Csr(torch.zeros(1, dtype=torch.long, device=device), empty, empty.float(), n)
+    chunk_rows = max(1, min(rows.numel(), _CHUNK_ELEMENTS // max(n, 1)))
+    # int32 indices halve the memory traffic of the co-occurrence arrays when they fit.
+    index = torch.int32 if max(encoding.col.numel() + 1, chunk_rows * n + 1) < 2**31 else torch.long
     by_column = _transpose(encoding)
-    col_lengths = by_column.row_lengths()
-    row_lengths = encoding.row_lengths()
+    row_start, col = encoding.crow.to(index), encoding.col.to(index)
+    col_start, col_row = by_column.crow.to(index), by_column.col.to(index)
+    col_lengths = col_start[1:] - col_start[:-1]
+    row_lengths = row_start[1:] - row_start[:-1]
     # Work of each row: for each of its entries, the entries of that column.
     work = torch.zeros(encoding.col.numel() + 1, dtype=torch.long, device=device)
     work[1:] = col_lengths[encoding.col].cumsum(0)
@@ -190,18 +219,18 @@ def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -
 
     crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
     offset = 0
-    chunk_rows = max(1, min(rows.numel(), _CHUNK_ELEMENTS // max(n, 1)))
     accumulator = torch.zeros(chunk_rows, n, dtype=torch.float32, device=device)
     for local in _row_chunks(row_work, _CHUNK_ELEMENTS, max_rows=chunk_rows):
         chunk = rows[local]
-        entry, entry_owner = _expand_segments(encoding.crow[chunk], row_lengths[chunk])
-        k = encoding.col[entry]
-        pos, pair_owner = _expand_segments(by_column.crow[k], col_lengths[k])
-        key = entry_owner[pair_owner] * n + by_column.col[pos]
+        entry, entry_owner = _expand_segments(row_start[chunk], row_lengths[chunk])
+        k = col[entry]
+        lengths = col_lengths[k]
+        # Each entry (local row r, column k, value a) meets every entry (r', k, b) of its column.
+        pos = _segment_positions(col_start[k], lengths)
+        key = torch.repeat_interleave(entry_owner * n, lengths) + col_row[pos]
+        left = torch.repeat_interleave(encoding.val[entry], lengths)
         shared_flat = accumulator[: chunk.numel()].view(-1)
-        shared_flat.index_add_(0, key, torch.minimum(encoding.val[entry][pair_owner], by_column.val[pos]))
-        # Every contribution is > 0, so the touched pairs are the non-zeros; scanning for them
-        # yields (row, column) order without sorting the contributions.
+        shared_flat.index_add_(0, key, torch.minimum(left, by_column.val[pos]))
         touched = torch.nonzero(shared_flat).squeeze(1)
         shared = shared_flat[touched]
         shared_flat[touched] = 0
@@ -225,12 +254,17 @@ def _transpose(m: Csr) -> Csr:
     return Csr(crow, rows[order], m.val[order], m.num_rows)
 
 
+def _segment_positions(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenation of the ranges [starts[t], starts[t] + lengths[t])."""
+    dtype = lengths.dtype
+    shift = torch.repeat_interleave(starts - (lengths.cumsum(0, dtype=dtype) - lengths), lengths)
+    return torch.arange(shift.numel(), device=lengths.device, dtype=dtype) + shift
+
+
 def _expand_segments(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate the ranges [starts[t], starts[t] + lengths[t]); also return the owner t of each."""
-    owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
-    first = lengths.cumsum(0) - lengths
-    position = torch.arange(owner.numel(), device=lengths.device) - first[owner] + starts[owner]
-    return position, owner
+    """The positions of `_segment_positions` and the owner t of each."""
+    owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device, dtype=lengths.dtype), lengths)
+    return _segment_positions(starts, lengths), owner
 
 
 def _row_chunks(work: torch.Tensor, budget: int, max_rows: int | None = None):

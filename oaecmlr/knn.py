@@ -1,14 +1,15 @@
 """Exact k nearest neighbours of L2-normalised features, with interchangeable backends.
 
-Every backend proposes a few more candidates than asked; one shared step then ranks them by the
-same float32 distance (2 - 2 a.b) with ties broken by index, so all backends return the same
-neighbours. A backend is a string, resolved in one place (`resolve_backend`).
+Every backend proposes candidates with their approximate similarities; one shared step then ranks
+them by the same float32 distance (2 - 2 a.b) with ties broken by index, so all backends return
+the same neighbours. A backend is a string, resolved in one place (`resolve_backend`).
 
-On CPUs with native bfloat16 matrix units the torch backend searches in bfloat16 (about 3x faster
-than float32 there) and certifies each row: bfloat16 rounding moves a dot product of unit vectors by
-at most `_bf16_error(D)`, so when the last candidate trails the k-th by more than twice that, no
-sample outside the candidates can belong to the exact top k. Rows without that certificate are
-searched again in float32. The result is exact either way.
+Candidates are certified per row: when the last candidate trails the k-th by more than the
+similarity error of the search, no sample outside them can be in the exact top k (nor tie with
+it). Rows without that certificate (exact duplicates, near ties) are searched again over the whole
+row in float32, keeping every sample within the error of the k-th. On CPUs with native bfloat16
+units the torch backend searches in bfloat16 (about 3x faster there) under the same certificate,
+with the larger bfloat16 error bound `_bf16_error(D)`. The result is exact either way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +25,9 @@ import torch
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "faiss", "numpy")
-_EXTRA_CANDIDATES = 8  # margin so that near-ties at the k-th place are ranked by the shared step
-_BF16_EXTRA_CANDIDATES = 24  # more room for the bf16 certificate
+_EXTRA_CANDIDATES = 8  # candidates beyond k, so that near ties at the k-th place are certified
+_BF16_EXTRA_CANDIDATES = 64  # more room for the wider bf16 error
+_FP32_ERROR = 1e-4  # bound on |float32 dot - exact dot| of unit vectors from different kernels
 _SIMILARITY_ELEMENTS = 1 << 26  # largest (rows x N) similarity block
 _GATHER_ELEMENTS = 1 << 24  # largest (rows x candidates x D) gather when ranking
 
@@ -88,17 +89,29 @@ def knn(features: torch.Tensor, k: int, backend: str = "auto", chunk_size: int =
     if not 1 <= k <= n:
         raise ValueError(f"k={k} nearest neighbours need 1 <= k <= N, and N is {n}")
     chosen = resolve_backend(backend, features.device)
-    m = min(n, k + _EXTRA_CANDIDATES)
+    error = _FP32_ERROR
     if chosen == "torch" and features.device.type == "cpu" and _bf16_is_faster():
-        candidates = _candidates_bf16_certified(features, k, chunk_size)
-        chosen = "torch-bf16"
+        chosen, error = "torch-bf16", 2 * _bf16_error(features.shape[1])
+        candidates, similarity = _candidates_torch(features, min(n, k + _BF16_EXTRA_CANDIDATES), chunk_size, bf16=True)
     elif chosen == "torch":
-        candidates = _candidates_torch(features, m, chunk_size)
+        candidates, similarity = _candidates_torch(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
     elif chosen == "faiss":
-        candidates = _candidates_faiss(features, m)
+        candidates, similarity = _candidates_faiss(features, min(n, k + _EXTRA_CANDIDATES))
     else:
-        candidates = _candidates_numpy(features, m, chunk_size)
-    index, distance = rank_candidates(features, features, candidates.to(features.device), k, chunk_size)
+        candidates, similarity = _candidates_numpy(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
+    candidates, similarity = candidates.to(features.device), similarity.to(features.device)
+    index, distance = rank_candidates(features, features, candidates, k, chunk_size)
+    # Rows whose last candidate is within the search error of the k-th: search the whole row.
+    uncertain = similarity[:, -1] >= similarity[:, k - 1] - error
+    if candidates.shape[1] < n and bool(uncertain.any()):
+        rows = torch.nonzero(uncertain).squeeze(1)
+        for start in range(0, rows.numel(), _rows_per_chunk(n, chunk_size)):
+            chunk = rows[start:start + _rows_per_chunk(n, chunk_size)]
+            exact = features[chunk] @ features.T
+            kth = exact.topk(k, dim=1).values[:, -1:]
+            width = int((exact >= kth - _FP32_ERROR).sum(dim=1).max())
+            wide = exact.topk(width, dim=1).indices
+            index[chunk], distance[chunk] = rank_candidates(features[chunk], features, wide, k, chunk_size)
     return Neighbours(index=index, distance=distance, backend=chosen)
 
 
@@ -112,82 +125,69 @@ def rank_candidates(queries: torch.Tensor, base: torch.Tensor, candidates: torch
         cand = candidates[start:start + chunk_size]
         dots = torch.bmm(base[cand], q.unsqueeze(2)).squeeze(2)  # (c, m)
         dist = (2 - 2 * dots).clamp_min(0)
-        # Sort by index first, then stably by distance: equal distances keep index order.
-        cand, order = cand.sort(dim=1)
-        dist = dist.gather(1, order)
-        dist, order = dist.sort(dim=1, stable=True)
-        out_index.append(cand.gather(1, order)[:, :k])
+        index, dist = _sort_by_distance_then_index(cand, dist)
+        out_index.append(index[:, :k])
         out_dist.append(dist[:, :k])
     return torch.cat(out_index), torch.cat(out_dist)
+
+
+def _sort_by_distance_then_index(index: torch.Tensor, dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Sort by index first, then stably by distance: equal distances keep index order.
+    index, order = index.sort(dim=1)
+    dist, order2 = dist.gather(1, order).sort(dim=1, stable=True)
+    return index.gather(1, order2), dist
 
 
 def _rows_per_chunk(n: int, chunk_size: int) -> int:
     return max(1, min(chunk_size, _SIMILARITY_ELEMENTS // n))
 
 
-def _candidates_torch(features: torch.Tensor, m: int, chunk_size: int) -> torch.Tensor:
-    parts = []
+def _candidates_torch(features: torch.Tensor, m: int, chunk_size: int,
+                      bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The m most similar columns of each row and their similarities (bf16 products if asked)."""
+    search = features.bfloat16() if bf16 else features
+    index, values = [], []
     step = _rows_per_chunk(features.shape[0], chunk_size)
     for start in range(0, features.shape[0], step):
-        sims = features[start:start + step] @ features.T
-        parts.append(sims.topk(m, dim=1).indices)
-    return torch.cat(parts)
+        top = (search[start:start + step] @ search.T).float().topk(m, dim=1)
+        index.append(top.indices)
+        values.append(top.values)
+    return torch.cat(index), torch.cat(values)
 
 
 def _bf16_error(dim: int) -> float:
-    """Bound on |bf16 dot - exact dot| for unit vectors: input rounding plus float32 accumulation."""
-    unit = 2.0**-9
-    return 2 * unit + unit * unit + dim * 2.0**-23 + 1e-5
-
-
-def _candidates_bf16_certified(features: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
-    n, dim = features.shape
-    m = min(n, k + _BF16_EXTRA_CANDIDATES)
-    if m == n:
-        return _candidates_torch(features, m, chunk_size)
-    low = features.bfloat16()
-    margin = 2 * _bf16_error(dim)
-    parts = []
-    step = _rows_per_chunk(n, chunk_size)
-    for start in range(0, n, step):
-        approx = (low[start:start + step] @ low.T).float().topk(m, dim=1)
-        certified = approx.values[:, m - 1] < approx.values[:, k - 1] - margin
-        top = approx.indices
-        if not bool(certified.all()):
-            redo = torch.nonzero(~certified).squeeze(1)
-            exact = features[start + redo] @ features.T
-            top[redo] = exact.topk(m, dim=1).indices
-        parts.append(top)
-    return torch.cat(parts)
+    """Bound on |bf16 product - exact dot| for unit vectors: both inputs rounded to bfloat16 (unit
+    roundoff 2^-8), float32 accumulation over `dim` terms, and the result rounded to bfloat16."""
+    unit = 2.0**-8
+    inputs = 2 * unit + unit * unit
+    return inputs + dim * 2.0**-23 + unit * (1 + inputs) + 1e-5
 
 
 @functools.lru_cache(maxsize=1)
 def _bf16_is_faster() -> bool:
-    """Time one bf16 and one float32 product once per process: native bf16 units win by ~3x."""
-    a = torch.randn(512, 1024)
-    timings = []
-    for dtype in (torch.float32, torch.bfloat16):
-        x = a.to(dtype)
-        x @ x.T  # warm up
-        start = time.perf_counter()
-        for _ in range(3):
-            x @ x.T
-        timings.append(time.perf_counter() - start)
-    return timings[1] < 0.6 * timings[0]
+    """CPUs with native bfloat16 dot products (AVX512-BF16 or AMX) multiply bf16 about 3x faster."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch: no way to ask, stay with float32
+        return False
 
 
-def _candidates_numpy(features: torch.Tensor, m: int, chunk_size: int) -> torch.Tensor:
+def _candidates_numpy(features: torch.Tensor, m: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = features.cpu().numpy()
-    parts = []
+    index, values = [], []
     step = _rows_per_chunk(x.shape[0], chunk_size)
     for start in range(0, x.shape[0], step):
         sims = x[start:start + step] @ x.T
         top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-        parts.append(top)
-    return torch.from_numpy(np.concatenate(parts).astype(np.int64))
+        top_values = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_values, axis=1, kind="stable")
+        index.append(np.take_along_axis(top, order, axis=1))
+        values.append(np.take_along_axis(top_values, order, axis=1))
+    return torch.from_numpy(np.concatenate(index).astype(np.int64)), torch.from_numpy(np.concatenate(values))
 
 
-def _candidates_faiss(features: torch.Tensor, m: int) -> torch.Tensor:
+def _candidates_faiss(features: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     import faiss  # optional dependency, imported only when chosen
 
     x = np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
@@ -196,19 +196,24 @@ def _candidates_faiss(features: torch.Tensor, m: int) -> torch.Tensor:
         resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(resources, features.device.index or 0, index)
     index.add(x)
-    _, top = index.search(x, m)
-    return torch.from_numpy(top.astype(np.int64))
+    values, top = index.search(x, m)
+    return torch.from_numpy(top.astype(np.int64)), torch.from_numpy(values)
 
 
 def rank_rows(distance: torch.Tensor, k: int) -> torch.Tensor:
     """The k smallest columns of each row of a dense distance matrix, ties broken by index."""
-    m = min(distance.shape[1], k + _EXTRA_CANDIDATES)
+    n = distance.shape[1]
+    m = min(n, k + _EXTRA_CANDIDATES)
     parts = []
-    step = _rows_per_chunk(distance.shape[1], 4096)
-    for start in range(0, distance.shape[0], step):
-        block = distance[start:start + step]
-        cand = block.topk(m, dim=1, largest=False).indices.sort(dim=1).values
-        values = block.gather(1, cand)
-        order = values.sort(dim=1, stable=True).indices
-        parts.append(cand.gather(1, order)[:, :k])
+    for start in range(0, distance.shape[0], _rows_per_chunk(n, 4096)):
+        block = distance[start:start + _rows_per_chunk(n, 4096)]
+        top = block.topk(m, dim=1, largest=False)
+        index = _sort_by_distance_then_index(top.indices, top.values)[0][:, :k]
+        # A tie at the k-th value that reaches the last candidate may hold lower indices outside.
+        tied = top.values.max(dim=1).values <= top.values.kthvalue(k, dim=1).values
+        if m < n and bool(tied.any()):
+            rows = torch.nonzero(tied).squeeze(1)
+            full = torch.arange(n, device=block.device).expand(rows.numel(), n)
+            index[rows] = _sort_by_distance_then_index(full, block[rows])[0][:, :k]
+        parts.append(index)
     return torch.cat(parts)

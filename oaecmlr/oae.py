@@ -21,6 +21,8 @@ import torch
 
 from oaecmlr.clusters import cluster_geometry
 
+_TIE = 1e-6  # Jaccard distances closer than this are a tie (they differ by float32 rounding only)
+
 
 @dataclass
 class OAEResult:
@@ -97,7 +99,7 @@ def _nearest_clustered(features: torch.Tensor, jaccard: sp.csr_matrix, rows: np.
         return nearest, nearest_distance
     best = np.full(rows.size, np.inf)
     np.minimum.at(best, r, d)
-    tied = d == best[r]
+    tied = d <= best[r] + _TIE  # equal up to float32 rounding: cosine decides
     r, c, d = r[tied], c[tied], d[tied]
     # Cosine distance breaks Jaccard ties (computed only for the tied candidates).
     t_rows = torch.as_tensor(rows[r], device=features.device)

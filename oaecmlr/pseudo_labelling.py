@@ -40,9 +40,14 @@ class PseudoLabels:
         n = self.labels.shape[0]
         device = self.encoding.col.device
         rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
         block = jaccard_rows(self.encoding, torch.as_tensor(rows, device=device), 1.0).to_scipy()
-        expand = sp.csr_matrix((np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n, rows.size))
-        return sp.csr_matrix(expand @ block) if rows.size else sp.csr_matrix((n, n), dtype=np.float32)
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[rows] = np.diff(block.indptr)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        # Built from raw arrays: explicit zero distances (the diagonal) stay stored.
+        return sp.csr_matrix((block.data, block.indices, indptr), shape=(n, n))
 
 
 def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6,
@@ -66,7 +71,7 @@ def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4
     neighbours = knn(features, k1, backend=knn_backend)
     lap("knn")
 
-    encoding = encode_features(features, neighbours.index, k1, k2)
+    encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
     lap("encode")
     rows = torch.arange(features.shape[0], device=features.device)
     distances = jaccard_rows(encoding, rows, min(1.0, eps + _EPS_SLACK)).to_scipy()

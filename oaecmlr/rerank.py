@@ -27,7 +27,7 @@ def re_rank(q_g, q_q, g_g, k1: int = 20, k2: int = 6, lambda_value: float = 0.3)
     original = (original / original.max(dim=0).values).T.contiguous()
     ranked = rank_rows(original, k1 + 1)
 
-    def distance(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def distance(rows: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return original[rows[:, None], cols]
 
     encoding = query_expansion(k_reciprocal_encoding(ranked, k1, distance), ranked, k2)
