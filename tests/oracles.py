@@ -91,3 +91,104 @@ def loop_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
         precision = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0)
         all_ap.append((precision * raw_cmc).sum() / raw_cmc.sum())
     return np.mean(all_ap), np.mean(all_inp), np.asarray(all_cmc, dtype=np.float64).mean(axis=0), num_q - len(all_ap)
+
+
+def cluster_centroids(features: np.ndarray, labels: np.ndarray):
+    """Per cluster 0..C-1: normalised mean of the members, max member cosine distance, size."""
+    f = np.asarray(features, dtype=np.float64)
+    num = int(labels.max()) + 1 if labels.size else 0
+    centroids = np.zeros((num, f.shape[1]))
+    radii = np.zeros(num)
+    sizes = np.zeros(num, dtype=np.int64)
+    for c in range(num):
+        members = f[labels == c]
+        sizes[c] = len(members)
+        if len(members):
+            total = members.sum(axis=0)
+            centroids[c] = total / np.linalg.norm(total)
+            radii[c] = max(0.0, float((1 - members @ centroids[c]).max()))
+    return centroids, radii, sizes
+
+
+def oae_round(features, jaccard, ranked, labels, k, rho, min_samples):
+    """One OAE round by brute force (method.md section 3), against the clusters as they stand.
+
+    `jaccard` is a dense N x N distance (1 = no shared support), `ranked` the (N, >= k+1) ranked
+    lists, self first. Jaccard values equal to 1e-9 count as tied (cosine decides), and values
+    within 1e-6 of 1 count as 1. Returns {outlier: cluster} and, per outlier that passed A,
+    |d(f_o, mu_c) - rho r_c| (how far it is from the B boundary)."""
+    f = np.asarray(features, dtype=np.float64)
+    jac = np.round(np.where(jaccard > 1 - 1e-6, 1.0, jaccard), 9)
+    centroids, radii, sizes = cluster_centroids(f, labels)
+    clustered = np.flatnonzero(labels >= 0)
+    accepted, gaps = {}, {}
+    if clustered.size == 0:
+        return accepted, gaps
+    for o in np.flatnonzero(labels == -1):
+        cosine = 1 - f[clustered] @ f[o]
+        j = clustered[np.lexsort((clustered, cosine, jac[o, clustered]))[0]]
+        if not jac[o, j] < 1:
+            continue
+        if j not in ranked[o, : k + 1] or o not in ranked[j, : k + 1]:
+            continue  # A: mutual k-nearest neighbours
+        c = labels[j]
+        distance = 1 - f[o] @ centroids[c]
+        gaps[o] = abs(distance - rho * radii[c])
+        if sizes[c] >= min_samples and distance <= rho * radii[c]:  # B
+            accepted[o] = c
+    return accepted, gaps
+
+
+def oae_rounds(features, jaccard, ranked, labels, k, rho, rounds, min_samples):
+    """Repeated `oae_round`, assigning all accepted outliers at once after each round."""
+    labels = np.array(labels, dtype=np.int64)
+    per_round, all_gaps = [], {}
+    for _ in range(rounds):
+        if not (labels == -1).any():
+            break
+        accepted, gaps = oae_round(features, jaccard, ranked, labels, k, rho, min_samples)
+        all_gaps.update(gaps)
+        for o, c in accepted.items():
+            labels[o] = c
+        per_round.append(len(accepted))
+        if not accepted:
+            break
+    return labels, per_round, all_gaps
+
+
+def cmlr_soft_labels(features, labels, lam, tau_r, top_k=None):
+    """Refined labels q_i of the clustered samples (method.md section 4), in float64."""
+    f = np.asarray(features, dtype=np.float64)
+    centroids, radii, _ = cluster_centroids(f, labels)
+    index = np.flatnonzero(labels >= 0)
+    out = np.zeros((index.size, centroids.shape[0]))
+    for r, i in enumerate(index):
+        logits = centroids @ f[i] / tau_r
+        if top_k is not None and top_k < len(logits):
+            cutoff = np.sort(logits)[-top_k]
+            logits = np.where(logits < cutoff, -np.inf, logits)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        y = labels[i]
+        delta = 0.0 if radii[y] == 0 else min(1.0, max(0.0, (1 - f[i] @ centroids[y]) / radii[y]))
+        out[r] = lam * delta * p
+        out[r, y] += 1 - lam * delta
+    return out, index
+
+
+def loop_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """Per-query CMC as in `loop_evaluate`, each valid query's curve padded with its last value
+    (1) up to min(max_rank, gallery size), for galleries whose kept lists are shorter."""
+    num_q, num_g = distmat.shape
+    max_rank = min(max_rank, num_g)
+    indices = np.argsort(distmat, axis=1, kind="stable")
+    curves = []
+    for q in range(num_q):
+        order = indices[q]
+        remove = (g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q])
+        raw = (g_pids[order] == q_pids[q])[~remove].astype(np.int64)
+        if not raw.any():
+            continue
+        cmc = np.minimum(raw.cumsum(), 1)[:max_rank]
+        curves.append(np.concatenate([cmc, np.ones(max_rank - cmc.size, dtype=np.int64)]))
+    return np.mean(curves, axis=0)

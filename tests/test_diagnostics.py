@@ -1,0 +1,93 @@
+"""Clustering diagnostics against scikit-learn and hand-made examples."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
+
+from oaecmlr.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
+
+
+def with_singletons(labels):
+    out = np.asarray(labels).copy()
+    outliers = out < 0
+    out[outliers] = out.max(initial=-1) + 1 + np.arange(outliers.sum())
+    return out
+
+
+labelings = st.integers(0, 2**16).flatmap(lambda seed: st.tuples(
+    st.just(seed), st.integers(1, 80), st.integers(1, 8), st.integers(1, 8)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(params=labelings)
+def test_nmi_matches_sklearn(params):
+    seed, n, clusters, ids = params
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, clusters, n)
+    truth = rng.integers(0, ids, n) * 7 + 100  # arbitrary identity numbers
+    expected = normalized_mutual_info_score(truth, with_singletons(labels))
+    assert nmi(labels, truth) == pytest.approx(expected, abs=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(params=labelings)
+def test_purity_matches_contingency(params):
+    seed, n, clusters, ids = params
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, clusters, n)
+    truth = rng.integers(0, ids, n)
+    clustered = labels >= 0
+    if not clustered.any():
+        assert purity(labels, truth) == 0.0
+        return
+    table = contingency_matrix(labels[clustered], truth[clustered])
+    assert purity(labels, truth) == pytest.approx(table.max(axis=1).sum() / clustered.sum(), abs=1e-12)
+
+
+def test_purity_and_nmi_by_hand():
+    labels = np.array([0, 0, 0, 1, 1, -1, -1])
+    truth = np.array([5, 5, 6, 7, 7, 7, 8])
+    assert purity(labels, truth) == pytest.approx(4 / 5)
+    assert nmi(np.array([0, 0, 1, 1]), np.array([3, 3, 9, 9])) == pytest.approx(1.0)
+    assert nmi(np.array([0, 1, 0, 1]), np.array([3, 3, 9, 9])) == pytest.approx(0.0, abs=1e-12)
+    # outliers are singletons: a perfect split with every sample an outlier vs unique ids is 1
+    assert nmi(np.full(4, -1), np.arange(4)) == pytest.approx(1.0)
+    assert purity(np.full(4, -1), np.arange(4)) == 0.0
+
+
+def test_oae_precision_by_hand():
+    # clusters before OAE: 0 = {a, a, b} (majority a), 1 = {c, c} (majority c)
+    truth = np.array([1, 1, 2, 3, 3, 1, 3, 2, 1, 4])
+    before = np.array([0, 0, 0, 1, 1, -1, -1, -1, -1, -1])
+    after = np.array([0, 0, 0, 1, 1, 0, 1, 0, 1, -1])
+    # assigned: 5 (id 1 -> cluster 0, right), 6 (3 -> 1, right), 7 (2 -> 0, wrong), 8 (1 -> 1, wrong)
+    assert oae_precision(before, after, truth) == pytest.approx(0.5)
+    assert oae_precision(before, before, truth) is None
+    only_right = after.copy()
+    only_right[[7, 8]] = -1
+    assert oae_precision(before, only_right, truth) == 1.0
+
+
+def test_oae_precision_majority_uses_clusters_before_oae():
+    """Three outliers of identity 2 join cluster 0 (majority identity 1 before OAE, 2 after)."""
+    truth = np.array([1, 1, 2, 2, 2, 2])
+    before = np.array([0, 0, 0, -1, -1, -1])
+    after = np.array([0, 0, 0, 0, 0, 0])
+    assert oae_precision(before, after, truth) == 0.0
+
+
+def test_cluster_size_histogram():
+    sizes = [1, 2, 3, 3, 4, 7, 8, 15, 16, 40, 64, 127, 128, 300]
+    labels = np.concatenate([np.full(s, c) for c, s in enumerate(sizes)] + [np.full(5, -1)])
+    np.random.default_rng(0).shuffle(labels)
+    hist = cluster_size_histogram(labels)
+    assert hist == {"1": 1, "2-3": 3, "4-7": 2, "8-15": 2, "16-31": 1, "32-63": 1, "64-127": 2, ">=128": 2}
+    assert sum(hist.values()) == len(sizes)
+    assert cluster_size_histogram(np.full(10, -1)) == dict.fromkeys(hist, 0)
+    # unused label numbers (empty clusters) are not counted
+    assert sum(cluster_size_histogram(np.array([0, 0, 5, 5, 5])).values()) == 2
+    custom = cluster_size_histogram(np.array([0, 0, 1, 1, 1, 1, 2]), edges=(1, 3, 10))
+    assert custom == {"1-2": 2, "3-9": 1, ">=10": 0}
