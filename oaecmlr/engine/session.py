@@ -66,15 +66,17 @@ class RunSession:
         discarded = 0
         if size > offset:
             with open(path, "rb") as f:
-                f.seek(offset)
-                tail = f.read()
+                kept, tail = f.read(offset), f.read()
             with open(self.run.path / "events.discarded.jsonl", "ab") as f:
                 f.write(tail if tail.endswith(b"\n") else tail + b"\n")
             discarded = tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
-            with open(path, "r+b") as f:
-                f.truncate(offset)
+            # Replace rather than truncate: readers notice the new file even if it regrows at once.
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(kept)
                 f.flush()
                 os.fsync(f.fileno())
+            os.replace(tmp, path)
         self.events = EventWriter(path)
         return discarded
 

@@ -3,8 +3,8 @@
 One JSON object per line, appended and flushed as it happens; the first line is a `start` event
 carrying `schema`. Readers tail the file incrementally by byte offset: a partial last line (a
 writer mid-write, or a crash) waits for its newline, a corrupt complete line is skipped with a
-warning, and a file that shrank (a resume discarding an unfinished epoch) is read again from the
-start.
+warning, and a file that was replaced or shrank (a resume discarding an unfinished epoch) is read again from
+the start.
 """
 
 from __future__ import annotations
@@ -58,16 +58,20 @@ class EventTail:
         self.reset_count = 0  # times the file shrank and was read again
         self._partial = b""
         self._line_number = 0
+        self._inode: int | None = None
         self._warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
 
     def read_new(self) -> list[dict[str, Any]]:
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except FileNotFoundError:
             return []
-        if size < self.offset:
+        size = stat.st_size
+        # A resume replaces the file (new inode) with a shorter one: read it again from the start.
+        if size < self.offset or (self._inode is not None and stat.st_ino != self._inode):
             self.offset, self._partial, self._line_number = 0, b"", 0
             self.reset_count += 1
+        self._inode = stat.st_ino
         if size == self.offset:
             return []
         with open(self.path, "rb") as handle:
@@ -75,10 +79,10 @@ class EventTail:
             chunk = handle.read(size - self.offset)
         self.offset += len(chunk)
         data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # empty when the chunk ended with a newline
+        complete = data.rfind(b"\n") + 1
+        self._partial = data[complete:]  # empty when the chunk ended with a newline
         events = []
-        for raw in lines:
+        for raw in data[:complete].decode("utf-8", errors="replace").split("\n")[:-1]:
             self._line_number += 1
             if not raw.strip():
                 continue
