@@ -1,0 +1,190 @@
+"""The dashboard app: `make_app(runs_dir)` for tests, `run_dashboard(runs_dir)` for `oaecmlr tui`.
+
+A thread worker polls the runs folder (`RunTracker`: new bytes only) once per tick and posts
+messages; the app keeps the latest state and asks the screens on its stack to redraw. Closing the
+dashboard never touches the runs: they are separate processes that only write files.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.worker import get_current_worker
+
+from oaecmlr.store.runs import RunDir, runs_root
+
+from . import actions
+from .gpu import gpu_lines
+from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, RunsUpdated
+from .model import RunSnapshot
+from .runs_screen import RunsScreen
+from .tailer import RunTracker, read_log_tail
+
+GPU_EVERY_S = 2.0
+
+
+class Dashboard(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "oaecmlr"
+    MODES = {"runs": RunsScreen}  # a mode, not get_default_screen: only then is the screen's .tcss loaded
+    DEFAULT_MODE = "runs"
+
+    def __init__(self, runs_dir: str | None = None, poll_interval: float = 0.5,
+                 gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines):
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.root = runs_root(runs_dir)
+        self.sub_title = str(self.root)
+        self.poll_interval = poll_interval
+        self.gpu_probe = gpu_probe
+        self.runs: dict[str, RunSnapshot] = {}
+        self.marked: set[str] = set()
+        self.logs: dict[str, tuple[str, ...]] = {}
+        self.gpu: tuple[str, ...] = ()
+        self.watched: str | None = None  # the run whose log and GPUs the worker reads
+        self._wake = threading.Event()
+        self._warned: set[str] = set()
+
+    def on_mount(self) -> None:
+        self.tail_runs()
+
+    # the worker ---------------------------------------------------------------------------------
+    def set_watched(self, name: str | None) -> None:
+        self.watched = name
+        self._wake.set()
+
+    @work(thread=True, exclusive=True, group="tail")
+    def tail_runs(self) -> None:
+        worker = get_current_worker()
+        tracker = RunTracker(self.runs_dir)
+        log_key, gpu_at = None, 0.0
+        while not worker.is_cancelled:
+            try:
+                if tracker.poll(report=lambda: self.post_message(RunsUpdated(tracker.snapshots()))):
+                    self.post_message(RunsUpdated(tracker.snapshots()))
+                for run, message in tracker.take_warnings():
+                    self.post_message(CorruptEvents(run, message))
+                watched = self.watched
+                if watched:
+                    log = RunDir(self.root / watched).log
+                    try:
+                        stat = log.stat()
+                        key = (watched, stat.st_size, stat.st_mtime_ns)
+                    except OSError:
+                        key = (watched, None, None)
+                    if key != log_key:
+                        log_key = key
+                        self.post_message(LogTail(watched, tuple(read_log_tail(log))))
+                    if time.monotonic() - gpu_at >= GPU_EVERY_S:
+                        gpu_at = time.monotonic()
+                        self.post_message(GpuStatus(self.gpu_probe()))
+                else:
+                    log_key = None
+            except Exception as exc:  # a strange file must not end the watching
+                self.post_message(ActionResult(f"reading the runs failed: {type(exc).__name__}: {exc}", error=True))
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    # messages from the worker -------------------------------------------------------------------
+    def on_runs_updated(self, message: RunsUpdated) -> None:
+        self.runs = {run.name: run for run in message.runs}
+        self.marked &= set(self.runs)
+        self.redraw()
+
+    def on_log_tail(self, message: LogTail) -> None:
+        self.logs[message.run] = message.lines
+        self.redraw()
+
+    def on_gpu_status(self, message: GpuStatus) -> None:
+        self.gpu = message.lines
+        self.redraw()
+
+    def on_corrupt_events(self, message: CorruptEvents) -> None:
+        if message.run not in self._warned:  # once per run, however many lines
+            self._warned.add(message.run)
+            self.notify(message.message, title=f"{message.run}: corrupt event line skipped", severity="warning")
+
+    def on_action_result(self, message: ActionResult) -> None:
+        self.notify(message.text, severity="error" if message.error else "information", timeout=8 if message.error else 4)
+        if message.opened_run:
+            from .launch_screen import LaunchScreen
+
+            if isinstance(self.screen, LaunchScreen):
+                self.pop_screen()
+            self.open_run(message.opened_run)
+
+    def redraw(self) -> None:
+        for screen in self.screen_stack:
+            if hasattr(screen, "data_changed"):
+                screen.data_changed()
+
+    # actions on runs (shared by the screens) ----------------------------------------------------
+    def open_run(self, name: str) -> None:
+        from .run_screen import RunScreen
+
+        self.push_screen(RunScreen(name))
+
+    def open_compare(self, names: list[str]) -> None:
+        from .compare_screen import CompareScreen
+
+        self.push_screen(CompareScreen(names))
+
+    def open_launch(self, request: actions.LaunchRequest | None = None, title: str = "New run") -> None:
+        from .launch_screen import LaunchScreen
+
+        self.push_screen(LaunchScreen(request, title))
+
+    def stop_run(self, name: str) -> None:
+        try:
+            self.notify(actions.stop(RunDir(self.root / name)), title=f"stopping {name}")
+        except actions.known_errors() as exc:
+            self.notify(str(exc), severity="error")
+        self._wake.set()
+
+    def clone_run(self, name: str) -> None:
+        try:
+            request = actions.clone_request(RunDir(self.root / name))
+        except actions.known_errors() as exc:
+            self.notify(f"cannot clone {name}: {exc}", severity="error")
+            return
+        self.open_launch(request, title=f"Clone of {name}")
+
+    @work(thread=True, group="actions")
+    def resume_run(self, name: str) -> None:
+        try:
+            run = actions.resume(RunDir(self.root / name), self.runs_dir)
+        except Exception as exc:  # known errors read well as they are; others get their type
+            self.post_message(ActionResult(_error_text(exc), error=True))
+        else:
+            self.post_message(ActionResult(f"resuming {run.name} in the background"))
+        self._wake.set()
+
+    @work(thread=True, group="actions")
+    def launch_run(self, request: actions.LaunchRequest) -> None:
+        try:
+            run = actions.launch(request, self.runs_dir)
+        except Exception as exc:
+            self.post_message(ActionResult(_error_text(exc), error=True))
+        else:
+            self.post_message(ActionResult(f"started {run.name} in the background", opened_run=run.name))
+        self._wake.set()
+
+
+def _error_text(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, actions.known_errors()) else f"{type(exc).__name__}: {exc}"
+
+
+def make_app(runs_dir: str | Path | None = None, *, poll_interval: float = 0.5,
+             gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines) -> Dashboard:
+    """The dashboard on a runs folder (default: $OAECMLR_RUNS or ./runs)."""
+    return Dashboard(None if runs_dir is None else str(runs_dir), poll_interval, gpu_probe)
+
+
+def run_dashboard(runs_dir: str | None) -> None:
+    """`oaecmlr tui`: watch, launch and compare the runs of a folder until the user quits."""
+    make_app(runs_dir).run()

@@ -1,0 +1,91 @@
+"""Comparing marked runs: overlaid mAP and R1 curves, the metric table, warnings, the config diff.
+
+The numbers are `oaecmlr.store.compare.compare` of the runs' records, as `oaecmlr compare` shows.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from oaecmlr.store.compare import compare, run_record
+from oaecmlr.store.runs import RunDir
+
+from .fmt import duration, pct
+from .messages import ActionResult, ComparisonReady
+from .plot import Plot, Series
+
+
+def percent(value: float) -> str:
+    return f"{value:.0f}"
+
+
+class CompareScreen(Screen):
+    CSS_PATH = "compare_screen.tcss"
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = list(names)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(Text(f"comparing {', '.join(self.names)} (Δ against {self.names[0]})"), id="compare-title")
+        with Horizontal(id="compare-plots"):
+            yield Plot(x_label="epoch", y_label="%", y_format=percent, title="mAP", id="compare-map")
+            yield Plot(x_label="epoch", y_label="%", y_format=percent, title="R1", id="compare-r1")
+        with VerticalScroll(id="compare-body"):
+            yield DataTable(id="compare-metrics", cursor_type="none", show_cursor=False)
+            yield Static(id="compare-warnings")
+            yield Static("config differences", classes="section")
+            yield DataTable(id="compare-diff", cursor_type="none", show_cursor=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="compare")
+    def load(self) -> None:
+        try:
+            records = tuple(run_record(RunDir(self.app.root / name)) for name in self.names)
+            self.post_message(ComparisonReady(compare(list(records)), records))
+        except Exception as exc:  # a run folder vanished or is unreadable
+            self.app.post_message(ActionResult(f"cannot compare: {type(exc).__name__}: {exc}", error=True))
+
+    def on_comparison_ready(self, message: ComparisonReady) -> None:
+        result, records = message.comparison, message.records
+        for metric, plot_id in (("mAP", "#compare-map"), ("rank1", "#compare-r1")):
+            self.query_one(plot_id, Plot).set_series(
+                [Series(r["name"], tuple((e["epoch"], 100 * e[metric]) for e in r["evaluations"] if e[metric] is not None))
+                 for r in records])
+        metrics = self.query_one("#compare-metrics", DataTable)
+        metrics.add_columns("run", "status", "epoch", "best mAP/R1 @ep", "Δ mAP", "final mAP/R1", "to best", "elapsed")
+        reference = (result["runs"][0]["best"] or {}).get("mAP")
+        for run in result["runs"]:
+            best, final = run["best"] or {}, run["final"] or {}
+            delta = "-" if best.get("mAP") is None or reference is None else f"{100 * (best['mAP'] - reference):+.1f}"
+            metrics.add_row(run["name"], run["status"], str(run["epoch"]),
+                            f"{pct(best.get('mAP'))}/{pct(best.get('rank1'))} @{best.get('epoch', '-')}", delta,
+                            f"{pct(final.get('mAP'))}/{pct(final.get('rank1'))}", duration(run["time_to_best_s"]),
+                            duration(run["elapsed_s"]))
+        notes = Text()
+        for warning in result["warnings"]:
+            notes.append(f"⚠ {warning}\n", style="yellow")
+        for group in result["seed_groups"]:
+            best = group.get("best_mAP")
+            if best:
+                notes.append(f"seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['runs'])}): best mAP "
+                             f"{100 * best['mean']:.1f} ± {100 * best['std']:.1f} over {best['n']} runs\n")
+        notes.rstrip()
+        self.query_one("#compare-warnings", Static).update(notes if notes.plain else Text("no comparability warnings", style="dim"))
+        diff = self.query_one("#compare-diff", DataTable)
+        diff.add_columns("setting", *self.names)
+        for key, values in result["config_diff"].items():
+            diff.add_row(key, *(str(values.get(name)) for name in self.names))
+        if not result["config_diff"]:
+            diff.add_row("(same config)", *("" for _ in self.names))
