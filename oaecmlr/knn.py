@@ -7,14 +7,14 @@ the same neighbours. A backend is a string, resolved in one place (`resolve_back
 Candidates are certified per row: when the last candidate trails the k-th by more than the
 similarity error of the search, no sample outside them can be in the exact top k (nor tie with
 it). Rows without that certificate (exact duplicates, near ties) are searched again over the whole
-row in float32, keeping every sample within the error of the k-th. On CPUs with native bfloat16
-units the torch backend searches in bfloat16 (about 3x faster there) under the same certificate,
-with the larger bfloat16 error bound `_bf16_error(D)`. The result is exact either way.
+row in float32, keeping every sample within the error of the k-th. The "torch-bf16" backend
+searches in bfloat16 (about 2x faster on CPUs with native bf16 units) under the same certificate,
+with the larger bfloat16 error bound `_bf16_error(D)`; it pays only when neighbours are well
+separated, since uncertified rows are searched again in float32. The result is exact either way.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "faiss", "numpy")
+BACKENDS = ("auto", "torch", "torch-bf16", "faiss", "numpy")
 _EXTRA_CANDIDATES = 8  # candidates beyond k, so that near ties at the k-th place are certified
 _BF16_EXTRA_CANDIDATES = 64  # more room for the wider bf16 error
 _FP32_ERROR = 1e-4  # bound on |float32 dot - exact dot| of unit vectors from different kernels
@@ -46,15 +46,15 @@ def faiss_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn "auto" into the fastest backend present: torch on CUDA or on CPUs with fast bfloat16
-    matrix units (certified search), else faiss if installed, else torch."""
+    """Turn "auto" into the fastest backend present: torch on CUDA (and, measured on 2 CPU cores,
+    about as fast as faiss on CPU, where faiss is taken when installed)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown kNN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "faiss" and not faiss_available():
         raise ValueError("kNN backend 'faiss' requested but faiss is not installed: pip install 'oaecmlr[faiss]'")
     if backend != "auto":
         return backend
-    if device.type == "cuda" or _bf16_is_faster():
+    if device.type == "cuda":
         return "torch"
     return "faiss" if faiss_available() else "torch"
 
@@ -90,8 +90,8 @@ def knn(features: torch.Tensor, k: int, backend: str = "auto", chunk_size: int =
         raise ValueError(f"k={k} nearest neighbours need 1 <= k <= N, and N is {n}")
     chosen = resolve_backend(backend, features.device)
     error = _FP32_ERROR
-    if chosen == "torch" and features.device.type == "cpu" and _bf16_is_faster():
-        chosen, error = "torch-bf16", 2 * _bf16_error(features.shape[1])
+    if chosen == "torch-bf16":
+        error = 2 * _bf16_error(features.shape[1])
         candidates, similarity = _candidates_torch(features, min(n, k + _BF16_EXTRA_CANDIDATES), chunk_size, bf16=True)
     elif chosen == "torch":
         candidates, similarity = _candidates_torch(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
@@ -144,15 +144,32 @@ def _rows_per_chunk(n: int, chunk_size: int) -> int:
 
 def _candidates_torch(features: torch.Tensor, m: int, chunk_size: int,
                       bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The m most similar columns of each row and their similarities (bf16 products if asked)."""
+    """The m most similar columns of each row and their similarities, sorted (bf16 products if asked).
+
+    The similarity matrix is symmetric, so only blocks on and above the diagonal are multiplied;
+    each block updates the running top m of its rows and, transposed, of its columns.
+    """
     search = features.bfloat16() if bf16 else features
-    index, values = [], []
-    step = _rows_per_chunk(features.shape[0], chunk_size)
-    for start in range(0, features.shape[0], step):
-        top = (search[start:start + step] @ search.T).float().topk(m, dim=1)
-        index.append(top.indices)
-        values.append(top.values)
-    return torch.cat(index), torch.cat(values)
+    n = features.shape[0]
+    block = max(256, min(chunk_size, int(_SIMILARITY_ELEMENTS**0.5)))
+    best_value = torch.full((n, m), float("-inf"), device=features.device)
+    best_index = torch.zeros((n, m), dtype=torch.long, device=features.device)
+
+    def merge(rows: slice, sims: torch.Tensor, column_offset: int) -> None:
+        top = sims.topk(min(m, sims.shape[1]), dim=1)
+        values = torch.cat([best_value[rows], top.values], dim=1)
+        indices = torch.cat([best_index[rows], top.indices + column_offset], dim=1)
+        keep = values.topk(m, dim=1)
+        best_value[rows], best_index[rows] = keep.values, indices.gather(1, keep.indices)
+
+    for i in range(0, n, block):
+        left = search[i:i + block]
+        for j in range(i, n, block):
+            sims = (left @ search[j:j + block].T).float()
+            merge(slice(i, i + block), sims, j)
+            if j != i:
+                merge(slice(j, j + block), sims.T.contiguous(), i)
+    return best_index, best_value
 
 
 def _bf16_error(dim: int) -> float:
@@ -161,16 +178,6 @@ def _bf16_error(dim: int) -> float:
     unit = 2.0**-8
     inputs = 2 * unit + unit * unit
     return inputs + dim * 2.0**-23 + unit * (1 + inputs) + 1e-5
-
-
-@functools.lru_cache(maxsize=1)
-def _bf16_is_faster() -> bool:
-    """CPUs with native bfloat16 dot products (AVX512-BF16 or AMX) multiply bf16 about 3x faster."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch: no way to ask, stay with float32
-        return False
 
 
 def _candidates_numpy(features: torch.Tensor, m: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,17 +11,13 @@ from oaecmlr.knn import knn, rank_candidates, rank_rows
 
 HAS_FAISS = knn_module.faiss_available()
 
-# (backend argument, whether the CPU should pretend to have fast bf16 units, expected Neighbours.backend)
+# (backend argument, whether it searches in bf16, expected Neighbours.backend)
 BACKENDS = [
     ("torch", False, "torch"),
-    ("torch", True, "torch-bf16"),
+    ("torch-bf16", True, "torch-bf16"),
     ("numpy", False, "numpy"),
     pytest.param("faiss", False, "faiss", marks=pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")),
 ]
-
-
-def set_bf16(monkeypatch, fast: bool) -> None:
-    monkeypatch.setattr(knn_module, "_bf16_is_faster", lambda: fast)
 
 
 def exact_float32(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -34,7 +30,6 @@ def exact_float32(features: torch.Tensor, k: int) -> torch.Tensor:
 @pytest.mark.parametrize("backend, bf16, reported", BACKENDS)
 @pytest.mark.parametrize("n, dim, k", [(40, 4, 5), (150, 16, 30), (257, 64, 17), (400, 128, 31)])
 def test_backends_match_brute_force(monkeypatch, backend, bf16, reported, n, dim, k):
-    set_bf16(monkeypatch, bf16)
     f, _ = clustered_features(n, dim, num_clusters=max(2, n // 25), seed=n + dim)
     result = knn(torch.from_numpy(f), k, backend=backend, chunk_size=64)
     assert result.backend == reported
@@ -50,10 +45,8 @@ def test_backends_match_brute_force(monkeypatch, backend, bf16, reported, n, dim
 def test_all_backends_and_auto_identical(monkeypatch, n, dim, k):
     f = torch.from_numpy(clustered_features(n, dim, num_clusters=6, seed=7)[0])
     lists = {}
-    for backend, bf16 in [("torch", False), ("torch", True), ("numpy", False), ("auto", False), ("auto", True)] + (
-            [("faiss", False)] if HAS_FAISS else []):
-        set_bf16(monkeypatch, bf16)
-        lists[(backend, bf16)] = knn(f, k, backend=backend).index
+    for backend in ["torch", "torch-bf16", "numpy", "auto"] + (["faiss"] if HAS_FAISS else []):
+        lists[backend] = knn(f, k, backend=backend).index
     first = next(iter(lists.values()))
     for key, index in lists.items():
         assert torch.equal(index, first), key
@@ -64,7 +57,6 @@ def test_all_backends_and_auto_identical(monkeypatch, n, dim, k):
 def test_duplicate_rows_listed_in_index_order(monkeypatch, backend, bf16, reported, copies, k):
     """Exact duplicates are at the same distance: they must come in index order (the sample
     itself is then not necessarily first)."""
-    set_bf16(monkeypatch, bf16)
     rng = np.random.default_rng(copies)
     base, _ = clustered_features(30, 16, num_clusters=5, seed=copies)
     which = rng.permutation(np.repeat(np.arange(30), copies))
@@ -76,9 +68,8 @@ def test_duplicate_rows_listed_in_index_order(monkeypatch, backend, bf16, report
     np.testing.assert_array_equal(result, exact_ranking(f, k))
 
 
-@pytest.mark.parametrize("backend, bf16", [("torch", False), ("torch", True), ("numpy", False)])
+@pytest.mark.parametrize("backend, bf16", [("torch", False), ("torch-bf16", True), ("numpy", False)])
 def test_many_duplicates_listed_in_index_order(monkeypatch, backend, bf16):
-    set_bf16(monkeypatch, bf16)
     rng = np.random.default_rng(0)
     base, _ = clustered_features(10, 16, num_clusters=3, seed=1)
     which = rng.permutation(np.repeat(np.arange(10), 40))  # 40 copies of each vector
@@ -122,8 +113,7 @@ def test_bf16_certified_equals_exact_on_near_ties(monkeypatch, k, chunk_size):
     expected = exact_float32(f, k)
     assert not torch.equal(bf16_only, expected)
 
-    set_bf16(monkeypatch, True)
-    result = knn(f, k, backend="torch", chunk_size=chunk_size)
+    result = knn(f, k, backend="torch-bf16", chunk_size=chunk_size)
     assert result.backend == "torch-bf16"
     # Exact means the float32 ranking: these rings are closer than float32 can tell apart, so a
     # float64 ranking may order a few of them differently.
@@ -131,10 +121,9 @@ def test_bf16_certified_equals_exact_on_near_ties(monkeypatch, k, chunk_size):
 
 
 def test_bf16_certified_equals_exact_on_random_data(monkeypatch):
-    set_bf16(monkeypatch, True)
     f = torch.from_numpy(clustered_features(400, 64, num_clusters=12, seed=3)[0])
     for k in (1, 6, 30):
-        got = knn(f, k, backend="torch", chunk_size=100).index
+        got = knn(f, k, backend="torch-bf16", chunk_size=100).index
         assert torch.equal(got, exact_float32(f, k))
 
 
@@ -188,17 +177,13 @@ def test_bf16_certificate_is_sound(monkeypatch):
     require(np.abs(f.norm(dim=1).numpy() - 1).max() < 1e-6, "features not unit")
     expected = exact_float32(f, 2)
     require(expected[0].tolist() == [0, 2], "row 0 should be [0, 2]")  # q.x - q.c = 0.002: no float32 tie
-    set_bf16(monkeypatch, True)
-    got = knn(f, 2, backend="torch").index
+    got = knn(f, 2, backend="torch-bf16").index
     assert torch.equal(got, expected)
 
 
 def test_auto_reports_backend(monkeypatch):
     f = torch.from_numpy(clustered_features(80, 8, num_clusters=4, seed=2)[0])
     expected = exact_ranking(f.numpy(), 6)
-    set_bf16(monkeypatch, True)
-    assert knn(f, 6).backend == "torch-bf16"
-    set_bf16(monkeypatch, False)
     if HAS_FAISS:
         result = knn(f, 6)
         assert result.backend == "faiss"
@@ -213,11 +198,7 @@ def test_auto_reports_backend(monkeypatch):
 
 def test_auto_on_this_machine_matches_probe():
     f = torch.from_numpy(clustered_features(50, 8, num_clusters=3, seed=4)[0])
-    backend = knn(f, 4).backend
-    if knn_module._bf16_is_faster():
-        assert backend == "torch-bf16"
-    else:
-        assert backend == ("faiss" if HAS_FAISS else "torch")
+    assert knn(f, 4).backend == ("faiss" if HAS_FAISS else "torch")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -247,7 +228,6 @@ def test_invalid_arguments_rejected():
 
 @pytest.mark.parametrize("backend, bf16, reported", BACKENDS)
 def test_unnormalised_features_are_normalised(monkeypatch, backend, bf16, reported):
-    set_bf16(monkeypatch, bf16)
     f, _ = clustered_features(120, 16, num_clusters=5, seed=5)
     scale = np.random.default_rng(0).uniform(0.2, 5.0, size=(120, 1)).astype(np.float32)
     plain = knn(torch.from_numpy(f), 10, backend=backend)
