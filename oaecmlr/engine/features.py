@@ -37,20 +37,26 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, out_size: tup
     return torch.cat(parts)
 
 
-def rank_metrics(query: torch.Tensor, gallery: torch.Tensor, q_pids, g_pids, q_camids, g_camids,
-                 rerank: bool = False) -> dict:
-    """mAP, rank-1/5/10 and mINP as fractions in [0, 1] for normalised query and gallery features."""
+def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, rerank: bool = False) -> torch.Tensor:
+    """Query x gallery squared Euclidean distances of normalised features, or the re-ranked
+    distance (k-reciprocal re-ranking, k1=20, k2=6, lambda=0.3), on the CPU."""
     q, g = query.float(), gallery.float()
-    distmat = (2 - 2 * q @ g.T).clamp_min(0)
-    if rerank:
-        def dist(a, b):
-            return (2 - 2 * a @ b.T).clamp_min(0).sqrt().cpu().numpy()
-        distmat = torch.from_numpy(re_rank(dist(q, g), dist(q, q), dist(g, g)))
-    result = evaluate_rank(distmat.cpu(), q_pids, g_pids, q_camids, g_camids)
+    if not rerank:
+        return (2 - 2 * q @ g.T).clamp_min(0).cpu()
+
+    def dist(a, b):
+        return (2 - 2 * a @ b.T).clamp_min(0).sqrt().cpu().numpy()
+
+    return torch.from_numpy(re_rank(dist(q, g), dist(q, q), dist(g, g)))
+
+
+def rank_metrics(distmat: torch.Tensor, q_pids, g_pids, q_camids, g_camids, rerank: bool = False) -> dict:
+    """mAP, rank-1/5/10 and mINP as fractions in [0, 1] of a query x gallery distance matrix."""
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
     cmc = result["cmc"]
     return {
         "mAP": result["mAP"], "mINP": result["mINP"],
         "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]), "rank10": float(cmc[min(9, len(cmc) - 1)]),
-        "num_query": int(q.shape[0]), "num_gallery": int(g.shape[0]),
+        "num_query": int(distmat.shape[0]), "num_gallery": int(distmat.shape[1]),
         "skipped_queries": result["num_skipped_queries"], "rerank": rerank,
     }

@@ -8,6 +8,7 @@ the terminal. `resume_run` continues a run from its last checkpoint.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import traceback
@@ -206,7 +207,8 @@ def spawn_detached(run: RunDir, resume: bool) -> int:
     with open(run.path / "stdout.txt", "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    run.write_status("starting", pid=process.pid, host=os.uname().nodename)
+    if run.read_status().get("state") not in ("running", "finished", "failed", "stopped"):  # the child may be first
+        run.write_status("starting", pid=process.pid, host=socket.gethostname())
     return process.pid
 
 

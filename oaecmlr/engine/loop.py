@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
 from oaecmlr.engine.config import Config
 from oaecmlr.engine.distributed import SINGLE, Dist
-from oaecmlr.engine.features import extract_features, rank_metrics
+from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
 from oaecmlr.engine.rundata import RunData
 from oaecmlr.engine.session import RunFailed, RunSession, StopRequested
 from oaecmlr.engine.state import FORMAT, VERSION, check_compatible, load_model_weights, restore_rng, rng_state
@@ -156,7 +156,7 @@ class Loop:
         gallery = self.extract(self.data.gallery.images)
         metrics = None
         if self.dist.is_main:
-            metrics = rank_metrics(query, gallery, self.data.query.pids, self.data.gallery.pids,
+            metrics = rank_metrics(distance_matrix(query, gallery), self.data.query.pids, self.data.gallery.pids,
                                    self.data.query.camids, self.data.gallery.camids)
             metrics["seconds"] = round(time.perf_counter() - start, 3)
             self.emit("eval", epoch=epoch, **metrics)

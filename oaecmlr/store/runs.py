@@ -152,7 +152,8 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     evaluations = [{k: e.get(k) for k in ("epoch", "mAP", "rank1", "rank5", "rank10", "mINP", "time", "rerank")}
                    for e in events if e["event"] == "eval"]
     clusters = [{k: v for k, v in e.items() if k not in ("event",)} for e in events if e["event"] == "cluster"]
-    best = max(evaluations, key=lambda e: (e["mAP"] or 0), default=None)
+    # Epoch 0 is the untrained starting point: never a run's best (as best.pt and the end event).
+    best = max((e for e in evaluations if e["epoch"] > 0), key=lambda e: e["mAP"] or 0, default=None)
     epochs_done = [e["epoch"] for e in events if e["event"] == "epoch_end"]
     iterations = [e for e in events if e["event"] == "iter"]
     last = events[-1] if events else {}

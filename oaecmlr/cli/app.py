@@ -1,0 +1,387 @@
+"""The `oaecmlr` command line. Each command is a thin wrapper over one library function; known
+errors print one line on stderr and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from oaecmlr import __version__
+from oaecmlr.cli.common import TableOrJson, console, err_console, one_line_warnings
+
+app = typer.Typer(
+    name="oaecmlr",
+    help="Unsupervised person re-ID with OAE and CMLR: train, watch and compare runs from a terminal.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RunsDir = Annotated[str | None, typer.Option("--runs-dir", help="Runs folder (default: $OAECMLR_RUNS or ./runs).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"oaecmlr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Unsupervised person re-ID with OAE and CMLR."""
+
+
+def _training_config(dataset: str, config: str | None, sets: list[str] | None, data_root: str | None,
+                     arch: str | None, pretrained: str | None, init: str | None, epochs: int | None,
+                     seed: int | None, gpus: str | None, supervised: bool):
+    from oaecmlr.engine.config import available_presets, load_config, read_toml
+
+    preset = dataset
+    extra = {}
+    if dataset not in available_presets() and dataset not in ("market1501", "dukemtmcreid", "msmt"):
+        # A dataset without a preset of its own (manifest, synthetic): defaults plus --config.
+        preset, extra = None, {"data.dataset": dataset}
+    overrides = {**extra, "data.root": data_root, "model.arch": arch, "model.pretrained": pretrained,
+                 "model.init": init, "run.epochs": epochs, "run.seed": seed, "run.gpus": gpus}
+    if config and preset is None and "data" in read_toml(config):
+        extra.clear()
+        overrides.pop("data.dataset", None)
+    return load_config(preset, config, overrides, sets, supervised=supervised), preset
+
+
+def _train(dataset, config, sets, data_root, runs_dir, name, arch, pretrained, init, epochs, seed, gpus, detach,
+           supervised):
+    from oaecmlr.cli.console import ConsoleReporter
+    from oaecmlr.engine.launch import start_run
+
+    cfg, preset = _training_config(dataset, config, sets, data_root, arch, pretrained, init, epochs, seed, gpus,
+                                   supervised)
+    reporter = None if detach else ConsoleReporter(err_console)
+    run = start_run(cfg, name, runs_dir, preset=preset, listener=reporter, detach=detach)
+    if detach:
+        console.print(run.name)
+    else:
+        err_console.print(f"run folder: {run.path}")
+
+
+Config = Annotated[str | None, typer.Option("--config", "-c", help="A TOML file of settings (sections as in experiments/*.toml).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any key, e.g. --set oae.rho=0 --set cmlr.lam=0.")]
+DataRoot = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: $OAECMLR_DATA or ./data/NAME).")]
+Name = Annotated[str | None, typer.Option("--name", "-n", help="Run name (default: DATASET-DATE-TIME).")]
+Arch = Annotated[str | None, typer.Option("--arch", help="resnet50, resnet50_ibn_a, resnet18 or mobilenet_v2.")]
+Pretrained = Annotated[str | None, typer.Option("--pretrained", help="torchvision-format ImageNet weights (.pth).")]
+Init = Annotated[str | None, typer.Option("--init", help="Start from a run (its best.pt) or a checkpoint: UDA stage 2.")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Number of training epochs.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+Gpus = Annotated[str | None, typer.Option("--gpus", help="cpu, 0, or 0,1 (one worker per entry; cpu,cpu for two CPU workers).")]
+Detach = Annotated[bool, typer.Option("--detach", "-d", help="Train in the background; print the run name at once.")]
+
+
+@app.command()
+def run(
+    dataset: Annotated[str, typer.Argument(help="Preset or dataset: demo, cuhk03, market, duke, msmt17, "
+                                                 "duke2market, market2duke, market2msmt, duke2msmt, manifest, synthetic.")],
+    config: Config = None, set: Sets = None, data_root: DataRoot = None, runs_dir: RunsDir = None, name: Name = None,
+    arch: Arch = None, pretrained: Pretrained = None, init: Init = None, epochs: Epochs = None, seed: Seed = None,
+    gpus: Gpus = None, detach: Detach = False,
+) -> None:
+    """Train a re-ID model without labels (OAE + CMLR on Cluster Contrast).
+
+    Examples:
+
+        oaecmlr run demo
+
+        oaecmlr run cuhk03 --data-root ../shared/data/cuhk03-market --arch mobilenet_v2 --pretrained mobilenet_v2_imagenet.pth
+
+        oaecmlr run market --gpus 0,1 --pretrained resnet50-0676ba61.pth --set oae.rho=0 --set cmlr.lam=0
+    """
+    _train(dataset, config, set, data_root, runs_dir, name, arch, pretrained, init, epochs, seed, gpus, detach, False)
+
+
+@app.command()
+def pretrain(
+    source: Annotated[str, typer.Argument(help="Labelled source dataset or preset, e.g. duke, market, cuhk03, demo.")],
+    config: Config = None, set: Sets = None, data_root: DataRoot = None, runs_dir: RunsDir = None, name: Name = None,
+    arch: Arch = None, pretrained: Pretrained = None, epochs: Epochs = None, seed: Seed = None, gpus: Gpus = None,
+    detach: Detach = False,
+) -> None:
+    """Supervised training with ground-truth ids (label-smoothed CE + triplet): UDA stage 1 and the
+    supervised upper bound.
+
+    Examples:
+
+        oaecmlr pretrain duke --pretrained resnet50-0676ba61.pth --name duke-source
+
+        oaecmlr run duke2market --init duke-source
+    """
+    _train(source, config, set, data_root, runs_dir, name, arch, pretrained, None, epochs, seed, gpus, detach, True)
+
+
+@app.command()
+def resume(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    runs_dir: RunsDir = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Train to this many epochs in total.")] = None,
+    detach: Detach = False,
+) -> None:
+    """Continue a stopped, failed or killed run from its last checkpoint.
+
+    Example:
+
+        oaecmlr resume market-20261126-101500
+    """
+    from oaecmlr.cli.console import ConsoleReporter
+    from oaecmlr.engine.launch import resume_run
+
+    run_dir = resume_run(run_name, runs_dir, None if detach else ConsoleReporter(err_console), epochs, detach)
+    if detach:
+        console.print(run_dir.name)
+
+
+@app.command()
+def show(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    runs_dir: RunsDir = None,
+    format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
+) -> None:
+    """A run's config, status, evaluations and per-epoch cluster statistics.
+
+    Examples:
+
+        oaecmlr show demo-20261126-101500
+
+        oaecmlr show demo-20261126-101500 --format json | jq .best.mAP
+    """
+    from oaecmlr.cli.views import show_run
+
+    show_run(run_name, runs_dir, format.value)
+
+
+@app.command("runs")
+def runs_list(
+    runs_dir: RunsDir = None,
+    format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
+) -> None:
+    """All runs: status (running, finished, failed, stopped or stale), epoch, best mAP and R1, clusters, times.
+
+    Examples:
+
+        oaecmlr runs
+
+        oaecmlr runs --format json | jq '.[] | select(.status == "running") | .name'
+    """
+    from oaecmlr.cli.views import show_runs
+
+    show_runs(runs_dir, format.value)
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    md = "md"
+    latex = "latex"
+
+
+@app.command("compare")
+def compare_cmd(
+    run_names: Annotated[list[str], typer.Argument(metavar="RUN_A RUN_B [RUN_C ...]", help="Two or more runs; the first is the reference for the deltas.")],
+    runs_dir: RunsDir = None,
+    format: Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv (metric table), md or latex (a tabular).")] = CompareFormat.table,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also write mAP, R1 and clusters per epoch to this PNG (needs matplotlib).")] = None,
+) -> None:
+    """Compare runs: best and final metrics, deltas per evaluation, clusters per epoch, the config
+    diff, comparability warnings, and mean ± std over runs that differ only in their seed.
+
+    Examples:
+
+        oaecmlr compare market-base market-oae-cmlr
+
+        oaecmlr compare run-s1 run-s2 run-s3 --format md > results.md
+
+        oaecmlr compare base oae --plot curves.png
+    """
+    from oaecmlr.cli.compare_view import compare_command
+
+    compare_command(run_names, runs_dir, format.value, plot)
+
+
+@app.command()
+def stop(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    runs_dir: RunsDir = None,
+) -> None:
+    """Ask a running run to stop: it checkpoints and exits; `oaecmlr resume` continues it.
+
+    Example:
+
+        oaecmlr stop market-20261126-101500
+    """
+    from oaecmlr.cli.views import stop_run
+
+    stop_run(run_name, runs_dir)
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
+
+
+@app.command("eval")
+def eval_cmd(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    runs_dir: RunsDir = None,
+    checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="best.pt or last.pt.")] = Checkpoint.best,
+    rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking of the distances.")] = False,
+    format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
+    visrank: Annotated[str | None, typer.Option("--visrank", help="Write ranked-gallery PNGs (top 10 per query) to this folder.")] = None,
+    num: Annotated[int, typer.Option("--num", min=1, help="Queries drawn by --visrank.")] = 20,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or a CUDA index like 0.")] = "auto",
+) -> None:
+    """Score a run's checkpoint again on its query and gallery (mAP, R1/5/10, mINP), optionally
+    re-ranked; the run's events are not changed.
+
+    Examples:
+
+        oaecmlr eval demo-20261126-101500
+
+        oaecmlr eval demo-20261126-101500 --checkpoint last --rerank --format json
+
+        oaecmlr eval demo-20261126-101500 --visrank ranks/ --num 10
+    """
+    from oaecmlr.cli.evaluate import eval_command
+
+    eval_command(run_name, runs_dir, checkpoint.value, rerank, format.value, visrank, num, device)
+
+
+@app.command()
+def sweep(
+    dataset: Annotated[str, typer.Argument(help="Preset or dataset, as for `oaecmlr run`.")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="A key and its values, e.g. --grid oae.rho=0,1 (repeatable).")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, e.g. 1,2,3 (default: the config's seed).")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Device slots, e.g. 0,1: one run per slot at a time (default: one run at a time).")] = None,
+    runs_dir: RunsDir = None, config: Config = None, set: Sets = None, data_root: DataRoot = None,
+    arch: Arch = None, pretrained: Pretrained = None, epochs: Epochs = None,
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Start of the run names (default: DATASET).")] = None,
+) -> None:
+    """Train every combination of the --grid values for each seed, then compare them all with
+    mean ± std over seeds. Finished runs are skipped, so re-running a sweep completes it.
+
+    Examples:
+
+        oaecmlr sweep demo --grid oae.rho=0,1 --grid cmlr.lam=0,0.5 --seeds 1,2,3
+
+        oaecmlr sweep market --grid oae.rho=0,1 --seeds 1,2 --gpus 0,1 --pretrained resnet50-0676ba61.pth
+    """
+    from oaecmlr.cli.sweep import sweep_command
+
+    def build(extra_sets, seed, gpu):
+        return _training_config(dataset, config, [*(set or []), *extra_sets], data_root, arch, pretrained, None,
+                                epochs, seed, gpu, False)
+
+    ok = sweep_command(dataset, grid or [], seeds, gpus, prefix, runs_dir, build)
+    raise typer.Exit(0 if ok else 1)
+
+
+data_app = typer.Typer(help="Check datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: Annotated[str, typer.Argument(help="market1501, dukemtmcreid, msmt17, cuhk03, manifest or synthetic.")],
+    data_root: DataRoot = None,
+    decode: Annotated[bool, typer.Option("--decode", help="Decode every image (no cache) to find broken files.")] = False,
+    format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
+) -> None:
+    """Parse a dataset and compare its images, ids and cameras per split with the standard release.
+
+    Examples:
+
+        oaecmlr data check cuhk03 --data-root ../shared/data/cuhk03-market
+
+        oaecmlr data check market --decode --format json
+    """
+    from oaecmlr.cli.datacheck import data_check_command
+
+    raise typer.Exit(0 if data_check_command(dataset, data_root, decode, format.value) else 1)
+
+
+@app.command()
+def tui(runs_dir: RunsDir = None) -> None:
+    """The live dashboard of all runs (needs textual).
+
+    Example:
+
+        oaecmlr tui --runs-dir runs
+    """
+    import importlib.util
+
+    from oaecmlr.cli.errors import CliError
+
+    if importlib.util.find_spec("textual") is None:
+        raise CliError("the dashboard needs textual: pip install 'oaecmlr[tui]'")
+    try:
+        from oaecmlr_tui.app import run_dashboard
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("oaecmlr_tui"):
+            raise
+        raise CliError("the dashboard package oaecmlr_tui is not installed: pip install 'oaecmlr[tui]'") from None
+    run_dashboard(runs_dir)
+
+
+@app.command()
+def doctor(runs_dir: RunsDir = None) -> None:
+    """Check torch, CUDA devices, kNN backends, the dashboard and the runs folder.
+
+    Example:
+
+        oaecmlr doctor
+    """
+    from oaecmlr.cli.views import doctor_report
+
+    ok = doctor_report(runs_dir)
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    """Entry point: known errors become one line on stderr and exit code 1."""
+    from oaecmlr.cli.errors import CliError
+    from oaecmlr.data.records import DatasetError
+    from oaecmlr.engine.config import ConfigError
+    from oaecmlr.engine.session import RunFailed
+    from oaecmlr.store.checkpoint import CheckpointError
+    from oaecmlr.store.runs import RunError
+
+    one_line_warnings()
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, DatasetError, CheckpointError, RunError, RunFailed, CliError) as exc:
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
