@@ -75,7 +75,7 @@ class ConsoleReporter:
         if self.evaluation:
             parts.append(f"mAP {100 * self.evaluation['mAP']:.1f}  R1 {100 * self.evaluation['rank1']:.1f}")
         parts.append(f"{e['seconds']:.0f}s")
-        self.console.print("  ".join(parts))
+        self.console.print("  ".join(parts), soft_wrap=True)
 
     def on_stopped(self, e):
         self._close_bar()
