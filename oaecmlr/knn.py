@@ -46,17 +46,14 @@ def faiss_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn "auto" into the fastest backend present: torch on CUDA (and, measured on 2 CPU cores,
-    about as fast as faiss on CPU, where faiss is taken when installed)."""
+    """Turn "auto" into the fastest backend: torch, whose symmetric blocked search beat faiss's flat
+    index on CPU (5.3 s vs 6.0 s at N=12,936, 23.8 s vs 28.5 s at N=32,621, D=2048, 2 cores) and
+    needs no extra package on CUDA."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown kNN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "faiss" and not faiss_available():
         raise ValueError("kNN backend 'faiss' requested but faiss is not installed: pip install 'oaecmlr[faiss]'")
-    if backend != "auto":
-        return backend
-    if device.type == "cuda":
-        return "torch"
-    return "faiss" if faiss_available() else "torch"
+    return "torch" if backend == "auto" else backend
 
 
 def check_features(features: torch.Tensor, name: str = "features") -> torch.Tensor:
