@@ -7,6 +7,7 @@ import torch
 
 from oaecmlr.cli.common import console, err_console, pct, print_json
 from oaecmlr.cli.tables import Section, rich_table
+from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
 from oaecmlr.engine.launch import load_run_config
 from oaecmlr.engine.rundata import load_run_data
@@ -50,9 +51,11 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str = "best", rera
     model.to(dev)
     data = load_run_data(config.data)
     size = (config.data.height, config.data.width)
-    amp = config.train.amp and dev.type == "cuda"
-    query = extract_features(model, data.query.images, size, config.data.eval_batch, dev, amp)
-    gallery = extract_features(model, data.gallery.images, size, config.data.eval_batch, dev, amp)
+    amp, channels_last = config.train.amp and fast_bf16(dev), config.train.channels_last  # as in training
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    query = extract_features(model, data.query.images, size, config.data.eval_batch, dev, amp, channels_last)
+    gallery = extract_features(model, data.gallery.images, size, config.data.eval_batch, dev, amp, channels_last)
     distmat = distance_matrix(query, gallery, rerank)
     metrics = rank_metrics(distmat, data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids,
                            rerank=rerank)

@@ -45,6 +45,7 @@ class DataSection:
     num_instances: int = 16  # K images per identity
     eval_batch: int = 256
     cache_dir: str = ""  # empty: OAECMLR_CACHE or ~/.cache/oaecmlr
+    holdout_ids: int = 0  # > 0: evaluate on this many held-out training ids, never on the test split
     flip_p: float = 0.5
     pad: int = 10
     erase_p: float = 0.5
@@ -116,8 +117,8 @@ class SupervisedSection:
 
 @dataclass
 class TrainSection:
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
+    channels_last: bool = True
     sync_bn: bool = True  # with several workers
     dist_timeout: float = 300.0  # seconds before a hung worker fails the run
 

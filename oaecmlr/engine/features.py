@@ -12,8 +12,9 @@ from oaecmlr.rerank import re_rank
 
 
 def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on the device when enabled (the engine enables it where bf16 is fast)."""
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -28,7 +29,7 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, out_size: tup
     parts = []
     for start in range(rows.start, rows.stop, batch_size):
         batch = images[start:min(start + batch_size, rows.stop)].to(device, non_blocking=True)
-        x = eval_batch(batch, out_size, channels_last=channels_last and device.type == "cuda")
+        x = eval_batch(batch, out_size, channels_last=channels_last)
         with autocast(device, amp):
             parts.append(model(x).float())
     model.train(was_training)

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
 from oaecmlr.engine.config import Config
+from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
 from oaecmlr.engine.rundata import RunData
@@ -53,8 +54,8 @@ class Loop:
         self.config, self.run, self.data, self.device, self.session, self.dist = config, run, data, device, session, dist
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
-        self.amp = cfg.train.amp and device.type == "cuda"
-        self.channels_last = cfg.train.channels_last and device.type == "cuda"
+        self.amp = cfg.train.amp and fast_bf16(device)
+        self.channels_last = cfg.train.channels_last
         torch.manual_seed(cfg.run.seed)
         self.core = build_model(cfg.model.arch, cfg.model.pretrained or None, cfg.model.pooling, cfg.model.last_stride,
                                 num_classes=num_classes)

@@ -61,5 +61,33 @@ def load_run_data(data: DataSection, progress: Callable[[str, int, int], None] |
             callback = (lambda done, total, s=split: progress(s, done, total)) if progress else None
             images[split] = load_images([r.path for r in records], data.height, data.width,
                                         cache_dir=data.cache_dir or None, progress=callback)
-    return RunData(splits.name, *(_split(splits.split(s), images[s]) for s in ("train", "query", "gallery")),
-                   stats=splits.stats())
+    run_data = RunData(splits.name, *(_split(splits.split(s), images[s]) for s in ("train", "query", "gallery")),
+                       stats=splits.stats())
+    return hold_out(run_data, data.holdout_ids) if data.holdout_ids else run_data
+
+
+def hold_out(data: RunData, num_ids: int) -> RunData:
+    """A validation protocol inside the training set, for tuning without the test identities: the
+    last `num_ids` training identities leave training and become query (their lowest camera) and
+    gallery (their other cameras); the test split is not used at all."""
+    train = data.train
+    identities = np.unique(train.pids)
+    if not 0 < num_ids < identities.size:
+        raise DatasetError(f"data.holdout_ids={num_ids} must be between 1 and {identities.size - 1} "
+                           "(the number of training identities minus one)")
+    held = np.isin(train.pids, identities[-num_ids:])
+    first_camera = {pid: train.camids[train.pids == pid].min() for pid in identities[-num_ids:]}
+    query = held & np.array([first_camera.get(p, -1) == c for p, c in zip(train.pids, train.camids)])
+    gallery = held & ~query
+
+    def take(mask: np.ndarray) -> Split:
+        rows = torch.from_numpy(np.flatnonzero(mask))
+        return Split(train.images[rows], train.pids[mask], train.camids[mask])
+
+    stats = {"train": _stats(train.pids[~held], train.camids[~held]), "query": _stats(train.pids[query], train.camids[query]),
+             "gallery": _stats(train.pids[gallery], train.camids[gallery]), "holdout_ids": num_ids}
+    return RunData(data.name, take(~held), take(query), take(gallery), stats)
+
+
+def _stats(pids: np.ndarray, camids: np.ndarray) -> dict:
+    return {"images": int(pids.size), "ids": int(np.unique(pids).size), "cams": int(np.unique(camids).size)}

@@ -1,0 +1,116 @@
+"""Run the OAE / CMLR ablation on a dataset preset and print the table.
+
+    python experiments/ablations/run.py --data-root ../shared/data/cuhk03-market \\
+        --pretrained ../shared/weights/mobilenet_v2_imagenet.pth --seeds 0,1,2
+
+Each variant is `oaecmlr run PRESET --config experiments/ablations/VARIANT.toml --seed S` (the
+supervised one is `oaecmlr pretrain`). Finished runs are reused, so an interrupted ablation
+continues where it stopped. The table gives mean ± std over seeds of the final and best mAP / R1,
+and the clustering diagnostics of the last epoch that explain them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from oaecmlr.store.compare import mean_std, run_record
+from oaecmlr.store.events import read_events
+from oaecmlr.store.runs import run_dir, run_summary
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("baseline", "oae", "cmlr", "both", "supervised")
+
+
+def train(variant: str, seed: int, args) -> str:
+    name = f"{args.prefix}-{variant}-s{seed}"
+    run = run_dir(name, args.runs_dir)
+    if run.exists() and run_summary(run)["status"] == "finished":
+        return name
+    command = "pretrain" if variant == "supervised" else "run"
+    cmd = [sys.executable, "-m", "oaecmlr.cli.app", command, args.preset, "--config", str(HERE / f"{variant}.toml"),
+           "--seed", str(seed), "--name", name, "--runs-dir", args.runs_dir]
+    cmd += ["--data-root", args.data_root] if args.data_root else []
+    cmd += ["--pretrained", args.pretrained] if args.pretrained else []
+    for item in args.set or []:
+        cmd += ["--set", item]
+    if run.exists():  # an interrupted run: continue it
+        cmd = [sys.executable, "-m", "oaecmlr.cli.app", "resume", name, "--runs-dir", args.runs_dir]
+    print(f"== {name}", flush=True)
+    subprocess.run(cmd, check=True)
+    return name
+
+
+def row(variant: str, names: list[str], runs_dir: str) -> dict:
+    records = [run_record(run_dir(n, runs_dir)) for n in names]
+    last_clusters = []
+    for n in names:
+        clusters = [e for e in read_events(run_dir(n, runs_dir).events) if e["event"] == "cluster"]
+        if clusters:
+            last_clusters.append(clusters[-1])
+    start = read_events(run_dir(names[0], runs_dir).events)[0]
+    train_images = start["data"]["train"]["images"]
+
+    def stat(values):
+        values = [v for v in values if v is not None]
+        return mean_std(values)
+
+    return {
+        "variant": variant, "seeds": len(names),
+        "epoch0_mAP": stat([r["evaluations"][0]["mAP"] for r in records]),
+        "final_mAP": stat([r["final"]["mAP"] for r in records]), "final_R1": stat([r["final"]["rank1"] for r in records]),
+        "best_mAP": stat([r["best"]["mAP"] for r in records]), "best_R1": stat([r["best"]["rank1"] for r in records]),
+        "purity": stat([c.get("purity") for c in last_clusters]), "nmi": stat([c.get("nmi") for c in last_clusters]),
+        "oae_precision": stat([c.get("oae_precision") for c in last_clusters]),
+        "oae_assigned": stat([c.get("oae_assigned") for c in last_clusters]),
+        "trained_on": stat([1 - c["outliers_after"] / train_images for c in last_clusters]),
+    }
+
+
+def fmt(value, percent=True) -> str:
+    if value is None:
+        return "-"
+    scale = 100 if percent else 1
+    return f"{scale * value['mean']:.1f} ± {scale * value['std']:.1f}"
+
+
+def table(rows: list[dict]) -> str:
+    header = ("| variant | seeds | epoch-0 mAP | final mAP | final R1 | best mAP | best R1 | purity | NMI "
+              "| OAE precision | OAE assigned | trained on |")
+    lines = [header, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['seeds']} | {fmt(r['epoch0_mAP'])} | {fmt(r['final_mAP'])} | "
+                     f"{fmt(r['final_R1'])} | {fmt(r['best_mAP'])} | {fmt(r['best_R1'])} | {fmt(r['purity'])} | "
+                     f"{fmt(r['nmi'])} | {fmt(r['oae_precision'])} | {fmt(r['oae_assigned'], False)} | "
+                     f"{fmt(r['trained_on'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cuhk03")
+    parser.add_argument("--data-root")
+    parser.add_argument("--pretrained")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--prefix", default="ablation")
+    parser.add_argument("--set", action="append", help="extra overrides for every run, e.g. data.holdout_ids=100")
+    parser.add_argument("--table-only", action="store_true", help="summarise finished runs, train nothing")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for variant in args.variants.split(","):
+        if args.table_only:
+            names = [f"{args.prefix}-{variant}-s{s}" for s in seeds if run_dir(f"{args.prefix}-{variant}-s{s}", args.runs_dir).exists()]
+        else:
+            names = [train(variant, seed, args) for seed in seeds]
+        if names:
+            rows.append(row(variant, names, args.runs_dir))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
