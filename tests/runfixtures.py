@@ -83,6 +83,15 @@ def make_run(root: str | Path, name: str, state: str = "finished", sets: dict | 
     return path
 
 
+def dead_pid() -> int:
+    """The pid of a process that has already exited."""
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 def append_events(path: str | Path, events: list[dict]) -> None:
     with open(Path(path) / "events.jsonl", "a") as f:
         for e in events:

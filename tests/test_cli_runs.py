@@ -8,18 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from runfixtures import make_run
+from runfixtures import dead_pid, make_run
 from typer.testing import CliRunner
 
 from oaecmlr.cli.app import app
 
 runner = CliRunner()
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ refusing unfinished ones, and going on after a failed run."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from runfixtures import make_run
+from runfixtures import dead_pid, make_run
 from typer.testing import CliRunner
 
 import oaecmlr.engine.launch
@@ -17,12 +15,6 @@ from oaecmlr.engine.config import ConfigError, to_toml
 from oaecmlr.store.runs import RunDir, RunError, check_name
 
 runner = CliRunner()
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
 
 
 @pytest.fixture

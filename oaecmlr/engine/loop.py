@@ -17,6 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
+from oaecmlr.data.sampler import PKSampler
 from oaecmlr.engine.config import Config
 from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
@@ -70,6 +71,7 @@ class Loop:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.optim.step_size, cfg.optim.gamma)
         self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
         self.best: dict | None = None
+        self._epoch_start = time.perf_counter()
         self._interval_loss = torch.zeros((), device=device)
         self._interval_start = time.perf_counter()
         self._interval_images = 0
@@ -116,7 +118,7 @@ class Loop:
             self.scheduler.step()
             if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
                 self.evaluate(epoch)
-            self.emit("epoch_end", epoch=epoch, seconds=round(time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()), 3))
+            self.emit("epoch_end", epoch=epoch, seconds=round(time.perf_counter() - self._epoch_start, 3))
             self.save_checkpoint(epoch, None)
             phase = None
         self.emit("end", status="finished", best=self.best)
@@ -177,6 +179,22 @@ class Loop:
         mine = slice(self.dist.rank * local, (self.dist.rank + 1) * local)
         params = AugParams(params.flip[mine], params.offset[mine], params.erase[mine]).to(images_u8.device)
         return apply_params(images_u8, self.out_size, params, data.pad, self.channels_last)
+
+    def epoch_batches(self, phase: Phase) -> torch.Tensor:
+        """This rank's (iterations, batch) sample indices of the epoch: PK batches of the labels."""
+        cfg = self.config
+        sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
+                            num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
+                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size)
+        batches = torch.from_numpy(sampler.batches()).to(self.device)
+        if batches.numel() == 0:
+            raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
+        return batches
+
+    def batch_images(self, index: torch.Tensor) -> torch.Tensor:
+        """The augmented images of a batch of sample indices, on the training device."""
+        images = self.data.train.images
+        return self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
 
     def after_iteration(self, phase: Phase, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the

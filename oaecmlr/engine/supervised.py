@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oaecmlr.data.sampler import PKSampler
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Loop, Phase
 
@@ -52,15 +51,11 @@ class SupervisedLoop(Loop):
     def train_epoch(self, phase: Phase) -> None:
         cfg = self.config
         labels = phase.labels.to(self.device)
-        sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
-                            num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
-                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size)
-        batches = torch.from_numpy(sampler.batches()).to(self.device)
-        images = self.data.train.images
+        batches = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
+            x = self.batch_images(index)
             y = labels[index]
             with autocast(self.device, self.amp):
                 out = self.model(x)

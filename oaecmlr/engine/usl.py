@@ -12,7 +12,6 @@ import torch
 
 from oaecmlr.clusters import cluster_geometry
 from oaecmlr.cmlr import cmlr
-from oaecmlr.data.sampler import PKSampler
 from oaecmlr.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Loop, Phase
@@ -64,10 +63,11 @@ class UnsupervisedLoop(Loop):
         if result.num_clusters == 0:
             return {"error": f"no clusters at epoch {epoch}: all {before.size} images are DBSCAN outliers; "
                              "raise cluster.eps or lower cluster.min_samples"}
-        outliers = np.flatnonzero(before == -1)
+        oae_on = cfg.oae.enabled and cfg.oae.rho > 0 and cfg.oae.rounds > 0
+        outliers = np.flatnonzero(before == -1) if oae_on else np.zeros(0, dtype=np.int64)
         oae_result = oae(features, before, result.full_rows(outliers), result.neighbours, k=cfg.oae.k,
                          rho=cfg.oae.rho, rounds=cfg.oae.rounds, min_samples=cfg.cluster.min_samples,
-                         enabled=cfg.oae.enabled)
+                         enabled=oae_on)
         labels = oae_result.labels
         timings["oae"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -97,17 +97,11 @@ class UnsupervisedLoop(Loop):
             position = torch.full((labels.numel(),), -1, dtype=torch.long, device=self.device)
             position[phase.soft_index.to(self.device)] = torch.arange(soft.shape[0], device=self.device)
             soft_rows = (soft, position)
-        sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
-                            num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
-                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size)
-        batches = torch.from_numpy(sampler.batches()).to(self.device)
-        if batches.numel() == 0:
-            raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
-        images = self.data.train.images
+        batches = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
+            x = self.batch_images(index)
             y = labels[index]
             with autocast(self.device, self.amp):
                 features = self.model(x)
