@@ -63,7 +63,8 @@ def jaccard_from_features(features: torch.Tensor, k1: int = 30, k2: int = 6, max
     _check_k(n, k1, k2, max_distance)
     neighbours = knn(features, k1, backend=knn_backend)
     encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
-    return jaccard_rows(encoding, torch.arange(n, device=features.device), max_distance)
+    distances = jaccard_rows(encoding, torch.arange(n, device=features.device), max_distance)
+    return symmetrize(distances) if features.device.type == "cuda" else distances
 
 
 def encode_features(features: torch.Tensor, ranked: torch.Tensor, ranked_distance: torch.Tensor, k1: int,
@@ -243,6 +244,25 @@ def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -
         cols.append(touched % n)
         vals.append(distance)
     return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
+
+
+def symmetrize(m: Csr) -> Csr:
+    """Make d(i, j) == d(j, i) exactly by mirroring the upper triangle (i <= j).
+
+    On the CPU the sums of (i, j) and (j, i) run in the same order and agree bit for bit; CUDA adds
+    them with atomics in any order, so a one-ulp difference could make DBSCAN's graph asymmetric.
+    """
+    n = m.num_rows
+    rows = torch.repeat_interleave(torch.arange(n, device=m.col.device), m.row_lengths())
+    upper = rows <= m.col
+    r, c, v = rows[upper], m.col[upper], m.val[upper]
+    strict = r != c
+    r, c, v = torch.cat([r, c[strict]]), torch.cat([c, r[strict]]), torch.cat([v, v[strict]])
+    order = torch.argsort(r * n + c)
+    counts = torch.bincount(r, minlength=n)
+    crow = torch.zeros(n + 1, dtype=torch.long, device=m.col.device)
+    crow[1:] = counts.cumsum(0)
+    return Csr(crow, c[order], v[order], n)
 
 
 def _transpose(m: Csr) -> Csr:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from oaecmlr.dbscan import dbscan
-from oaecmlr.jaccard import Csr, _check_k, encode_features, jaccard_rows
+from oaecmlr.jaccard import Csr, _check_k, encode_features, jaccard_rows, symmetrize
 from oaecmlr.knn import check_features, knn
 
 # DBSCAN only needs pairs with d <= eps; a little more is kept so the graph is a safe superset.
@@ -74,7 +74,10 @@ def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4
     encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
     lap("encode")
     rows = torch.arange(features.shape[0], device=features.device)
-    distances = jaccard_rows(encoding, rows, min(1.0, eps + _EPS_SLACK)).to_scipy()
+    distances = jaccard_rows(encoding, rows, min(1.0, eps + _EPS_SLACK))
+    if features.device.type == "cuda":
+        distances = symmetrize(distances)  # see jaccard.symmetrize
+    distances = distances.to_scipy()
     lap("jaccard")
     labels = dbscan(distances, eps, min_samples)
     lap("dbscan")

@@ -168,3 +168,19 @@ def test_cuda_matches_cpu():
     assert_matches_oracle(gpu, oracle, 1.0)
     assert np.abs(dense(gpu) - dense(cpu)).max() < 1e-5
     assert abs(gpu - gpu.T).max() < 1e-6
+
+
+def test_symmetrize_keeps_a_symmetric_matrix_exactly():
+    from oaecmlr.jaccard import jaccard_from_features, symmetrize
+
+    f = torch.from_numpy(clustered_features(150, 16, num_clusters=8, seed=11)[0])
+    csr = jaccard_from_features(f, k1=10, k2=3)
+    same = symmetrize(csr)
+    assert torch.equal(same.crow, csr.crow) and torch.equal(same.col, csr.col) and torch.equal(same.val, csr.val)
+    # an asymmetric input takes the upper triangle's values on both sides
+    bumped = csr.val.clone()
+    bumped[csr.col.numel() // 2] += 1e-3
+    from oaecmlr.jaccard import Csr
+
+    fixed = symmetrize(Csr(csr.crow, csr.col, bumped, csr.num_cols)).to_scipy()
+    assert (fixed != fixed.T).nnz == 0

@@ -1,0 +1,133 @@
+"""Training throughput against the hardware limit, and the per-epoch overhead.
+
+It measures, in one run on one device:
+1. pure compute: forward + backward + Adam step of the model on random normalised tensors;
+2. the real loop: the engine's own `train_epoch` (uint8 image cache, sampler, device-side
+   augmentation, forward, memory loss, backward, step, memory update), on a synthetic
+   Market-sized image set, so no dataset is needed;
+3. the per-epoch overhead: feature extraction, pseudo-labels, OAE and CMLR (`prepare_epoch`);
+and prints images/s for 1 and 2, their ratio, the stages of 3, and the projected time of the
+full 50 x 400 recipe (the Market recipe has 200 iterations; 400 is MSMT17's and the issue's figure).
+
+    python benchmarks/bench_train.py                      # CPU: small sizes
+    python benchmarks/bench_train.py --full               # GPU: ResNet-50, 12,936 images at 256x128, batch 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from oaecmlr.engine.config import load_config
+from oaecmlr.engine.features import autocast
+from oaecmlr.engine.loop import Phase
+from oaecmlr.engine.rundata import RunData, Split
+from oaecmlr.engine.usl import UnsupervisedLoop
+from oaecmlr.store.runs import RunDir
+
+
+class Recording(UnsupervisedLoop):
+    """The real loop, with its events kept in memory instead of a run folder."""
+
+    def emit(self, event: str, **fields) -> None:
+        self.events.append({"event": event, **fields})
+
+
+def synthetic_data(images: int, ids: int, height: int, width: int, device: torch.device) -> RunData:
+    g = torch.Generator().manual_seed(0)
+    pids = np.arange(images) % ids
+    camids = np.arange(images) % 6
+    base = torch.randint(0, 256, (ids, 3, height, width), generator=g, dtype=torch.uint8)
+    noise = torch.randint(0, 40, (images, 3, height, width), generator=g, dtype=torch.uint8)
+    pixels = (base[torch.from_numpy(pids)] // 2 + noise).to(device)  # an id-dependent image cache on the device
+    split = Split(pixels, pids, camids)
+    small = Split(pixels[:ids], pids[:ids], camids[:ids])
+    return RunData("bench", split, small, small, {})
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pure_compute(loop: Recording, batch: int, steps: int) -> float:
+    cfg = loop.config
+    x = torch.randn(batch, 3, cfg.data.height, cfg.data.width, device=loop.device)
+    if loop.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, loop.memory.num_clusters, (batch,), device=loop.device)
+    loop.core.train()
+    for step in range(steps + 3):
+        if step == 3:
+            sync(loop.device)
+            start = time.perf_counter()
+        with autocast(loop.device, loop.amp):
+            features = loop.core(x)
+        loss = loop.memory(features.float(), labels)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.optimizer.step()
+    sync(loop.device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="ResNet-50, 12,936 images at 256x128, batch 16x16")
+    parser.add_argument("--arch", default=None)
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.full:
+        arch, images, height, width, p, k, iterations = args.arch or "resnet50", args.images or 12936, 256, 128, 16, 16, args.iterations or 60
+    else:
+        arch, images, height, width, p, k, iterations = args.arch or "resnet18", args.images or 1200, 64, 32, 8, 4, args.iterations or 10
+    config = load_config("market", sets=[f"model.arch={arch}", f"data.height={height}", f"data.width={width}",
+                                         f"data.num_ids={p}", f"data.num_instances={k}", f"run.iterations={iterations}",
+                                         "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}"])
+    data = synthetic_data(images, max(p, images // 17), height, width, device)
+    loop = Recording(config, RunDir(__import__("pathlib").Path("/nonexistent")), data, device, None)
+    loop.events = []
+    batch = p * k
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()} "
+          f"{'GPU' if device.type == 'cuda' else 'CPU threads'}), {arch}, {images} images at {height}x{width}, "
+          f"batch {p}x{k}, bf16 {loop.amp}, channels_last {loop.channels_last}")
+
+    start = time.perf_counter()
+    phase = loop.prepare_epoch(1)
+    sync(device)
+    overhead = time.perf_counter() - start
+    stages = next(e for e in loop.events if e["event"] == "cluster")["timings"]
+    print(f"epoch overhead {overhead:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+
+    compute = pure_compute(loop, batch, max(5, iterations // 2))
+    clustered = np.flatnonzero(phase.labels.numpy() >= 0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    loop.train_epoch(Phase(1, 0, phase.labels, phase.soft, phase.soft_index))  # warm-up epoch
+    sync(device)
+    start = time.perf_counter()
+    loop.train_epoch(Phase(2, 0, phase.labels, phase.soft, phase.soft_index))
+    sync(device)
+    real = batch * iterations / (time.perf_counter() - start)
+    per_iteration = batch / real
+    projected = 50 * (400 * per_iteration + overhead)
+    result = {"device": str(device), "arch": arch, "images": images, "clustered": int(clustered.size),
+              "pure_compute_images_per_s": round(compute, 1), "real_loop_images_per_s": round(real, 1),
+              "ratio": round(real / compute, 3), "epoch_overhead_s": round(overhead, 2), "stages_s": stages,
+              "projected_50x400_min": round(projected / 60, 1)}
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    print(f"pure compute {compute:.0f} img/s, real loop {real:.0f} img/s: {100 * real / compute:.0f}% of compute")
+    print(f"projected 50 epochs x 400 iterations: {projected / 60:.1f} min")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
