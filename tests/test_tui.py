@@ -403,16 +403,14 @@ def test_clone_prefills_the_form_from_the_run(runs):
 
 
 def test_clone_picks_the_closest_preset(tmp_path):
-    make_run(tmp_path, "from-demo", sets={"run.epochs": 8, "run.iterations": 30, "run.log_every": 5, "run.eval_every": 2,
-                                          "data.height": 64, "data.width": 32, "data.num_ids": 16,
-                                          "data.num_instances": 4, "data.pad": 4, "data.synthetic_ids": 120,
-                                          "data.synthetic_test_ids": 60, "model.arch": "resnet18",
-                                          "model.pooling": "avg", "cluster.eps": 0.5, "cluster.k1": 20,
-                                          "cmlr.lam": 0.3})
+    from oaecmlr.engine.config import load_config
+
+    demo = load_config("demo", sets=["cmlr.lam=0.3"]).flat()
+    make_run(tmp_path, "from-demo", sets=demo)
     request = actions.clone_request(RunDir(tmp_path / "from-demo"))
     assert request.preset == "demo" and request.overrides == ("cmlr.lam=0.3",)
     config, preset = actions.build_config(request)
-    assert preset == "demo" and config.cmlr.lam == 0.3 and config.run.epochs == 8
+    assert preset == "demo" and config.cmlr.lam == 0.3 and config.run.epochs == demo["run.epochs"]
 
 
 def test_parse_overrides_keeps_commas_inside_values():

@@ -103,7 +103,8 @@ class RunFold:
     def _on_eval(self, e: dict) -> None:
         evaluation = Evaluation(int(e["epoch"]), float(e.get("mAP") or 0.0), float(e.get("rank1") or 0.0))
         self.evaluations.append(evaluation)
-        if self.best is None or evaluation.mAP > self.best.mAP:
+        # Epoch 0 is the untrained starting point, never the best (as in summarize and best.pt).
+        if evaluation.epoch > 0 and (self.best is None or evaluation.mAP > self.best.mAP):
             self.best = evaluation
 
     def _on_iter(self, e: dict) -> None:

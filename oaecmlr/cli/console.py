@@ -35,6 +35,15 @@ class ConsoleReporter:
                            f"({train.get('images', '?')} train images), {e.get('arch')}, {e.get('device')}, "
                            f"world size {e.get('world_size')}")
 
+    def on_loading(self, e):
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("decode", total=e["total"], epoch=f"- decoding {e['split']}",
+                                               loss="-", speed="-")
+        self.progress.update(self.task, completed=e["done"], total=e["total"], epoch=f"- decoding {e['split']}")
+        if e["done"] == e["total"]:
+            self._close_bar()
+
     def on_resume(self, e):
         self.console.print(f"resumed after epoch {e['from_epoch']}" + (f", iteration {e['iteration']}" if e.get("iteration") else ""))
 

@@ -168,8 +168,7 @@ def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         session.set_status("running", world_size=1)
-        session.log.info("loading data for %s", config.data.dataset)
-        data = load_run_data(config.data)
+        data = load_run_data(config.data, loading_progress(session))
         return build_loop(config, run, data, torch.device(devices[0]), session).run_loop(resume)
     except StopRequested:
         return None
@@ -177,6 +176,20 @@ def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None
         raise record_failure(session, exc) from None
     finally:
         session.close()
+
+
+def loading_progress(session: RunSession):
+    """Report image decoding as `loading` events, at most one per 5% of a split."""
+    session.log.info("loading data")
+    last: dict[str, int] = {}
+
+    def report(split: str, done: int, total: int) -> None:
+        step = max(1, total // 20)
+        if done == total or done - last.get(split, -step) >= step:
+            last[split] = done
+            session.emit("loading", split=split, done=done, total=total)
+
+    return report
 
 
 def build_loop(config: Config, run: RunDir, data, device: torch.device, session: RunSession | None,

@@ -50,7 +50,7 @@ def init_group(device: torch.device, rank: int, world: int, timeout_s: float) ->
 def train_worker(run: RunDir, config: Config, dist: Dist, device: torch.device, resume: bool,
                  listener: Listener | None = None) -> dict | None:
     """One worker's run; rank 0 owns the run folder (events, checkpoints, status)."""
-    from oaecmlr.engine.launch import build_loop, record_failure
+    from oaecmlr.engine.launch import build_loop, loading_progress, record_failure
     from oaecmlr.engine.rundata import load_run_data
 
     session = RunSession(run, listener) if dist.is_main else None
@@ -63,7 +63,7 @@ def train_worker(run: RunDir, config: Config, dist: Dist, device: torch.device, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
     try:
         # Rank 0 decodes and caches the images first; the others then read its cache.
-        data = load_run_data(config.data) if dist.is_main else None
+        data = load_run_data(config.data, loading_progress(session)) if dist.is_main else None
         dist.barrier()
         data = data or load_run_data(config.data)
         return build_loop(config, run, data, device, session, dist).run_loop(resume)
