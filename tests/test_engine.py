@@ -122,3 +122,21 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     assert load_checkpoint(run_path / "last.pt")["epoch"] == 1
     assert json.loads((run_path / "status.json").read_text())["state"] == "failed"
     assert torch.isfinite(next(iter(load_checkpoint(run_path / "last.pt")["model"].values())).float()).all()
+
+
+def test_pretrain_then_init_starts_from_the_supervised_model(tmp_path):
+    from enginefixtures import TINY
+
+    from oaecmlr.engine.config import load_config
+
+    supervised = load_config("demo", sets=TINY, supervised=True)
+    assert supervised.run.kind == "supervised"
+    source = start_run(supervised, "source", str(tmp_path), preset="demo")
+    events = events_of(source.path)
+    assert events[0]["kind"] == "supervised" and not any(e["event"] == "cluster" for e in events)
+    best = load_checkpoint(source.best)
+    target = tiny_config()
+    target.model.init = "source"
+    uda = start_run(target, "uda", str(tmp_path), preset="demo")
+    start_eval = next(e for e in events_of(uda.path) if e["event"] == "eval")
+    assert start_eval["epoch"] == 0 and start_eval["mAP"] == pytest.approx(best["metrics"]["mAP"], abs=1e-6)
