@@ -103,3 +103,49 @@ def test_unknown_preset_lists_the_presets(tmp_path):
 def test_missing_run_for_show_and_resume(tmp_path):
     assert_one_line_error(cli("show", "ghost", "--runs-dir", str(tmp_path)), "ghost")
     assert_one_line_error(cli("resume", "ghost", "--runs-dir", str(tmp_path)), "ghost")
+
+
+def test_zero_byte_image_is_named(tmp_path):
+    data = tmp_path / "cuhk"
+    write_market_layout(data)
+    (data / "bounding_box_train" / "0004_c1s1_000001_00.jpg").write_bytes(b"")
+    result = cli("run", "cuhk03", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"), "--name", "zero",
+                 "--set", "data.cache_dir=" + str(tmp_path / "cache"))
+    assert_one_line_error(result, "0004_c1s1_000001_00.jpg")
+    assert not (tmp_path / "runs" / "zero" / "last.pt").exists()
+    assert not list((tmp_path / "cache").glob("*.npy")) if (tmp_path / "cache").exists() else True
+
+
+def test_wrong_file_name_is_named_before_anything_is_written(tmp_path):
+    data = tmp_path / "cuhk"
+    write_market_layout(data)
+    Image.new("RGB", (16, 32)).save(data / "bounding_box_train" / "person_one.jpg")
+    result = cli("run", "cuhk03", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, "person_one.jpg")
+    assert not (tmp_path / "runs").exists()
+
+
+def write_manifest(root, lines):
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.new("RGB", (16, 32), (10, 20, 30)).save(root / name)
+    text = "\n".join(lines) + "\n"
+    (root / "manifest.csv").write_text(text)
+    return text
+
+
+@pytest.mark.parametrize("lines, needles", [
+    (["path,pid,split", "a.jpg,1,train"], ["manifest.csv", "camid"]),
+    (["path,pid,camid,split", "a.jpg,1,0,train", "b.jpg,2,1,validation"], ["manifest.csv:3", "validation"]),
+    (["path,pid,camid,split", "a.jpg,1,0,train", "../outside.jpg,2,1,query"], ["manifest.csv:3", "outside"]),
+    (["path,pid,camid,split", "a.jpg,1,0,train", "b.jpg,x,1,query"], ["manifest.csv:3"]),
+    (["path,pid,camid,split", "a.jpg,1,0,train", "missing.jpg,2,1,query"], ["manifest.csv", "missing.jpg"]),
+])
+def test_bad_manifests_name_file_and_line_and_leave_everything_intact(tmp_path, lines, needles):
+    data = tmp_path / "mine"
+    text = write_manifest(data, lines)
+    before = sorted(p.name for p in data.iterdir())
+    result = cli("run", "manifest", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, *needles)
+    assert (data / "manifest.csv").read_text() == text and sorted(p.name for p in data.iterdir()) == before
+    assert not (tmp_path / "runs").exists()
