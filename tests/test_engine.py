@@ -140,3 +140,22 @@ def test_pretrain_then_init_starts_from_the_supervised_model(tmp_path):
     uda = start_run(target, "uda", str(tmp_path), preset="demo")
     start_eval = next(e for e in events_of(uda.path) if e["event"] == "eval")
     assert start_eval["epoch"] == 0 and start_eval["mAP"] == pytest.approx(best["metrics"]["mAP"], abs=1e-6)
+
+
+def test_start_is_the_first_event_even_when_images_are_decoded(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for folder, names in (("bounding_box_train", [f"{p:04d}_c{c}s1_00000{k}_00.jpg" for p in range(1, 9) for c in (1, 2)
+                                                  for k in range(2)]),
+                          ("query", ["0101_c1s1_000001_00.jpg", "0102_c1s1_000001_00.jpg"]),
+                          ("bounding_box_test", ["0101_c2s1_000001_00.jpg", "0102_c2s1_000001_00.jpg"])):
+        (data / folder).mkdir(parents=True)
+        for i, name in enumerate(names):
+            Image.new("RGB", (16, 32), (i * 7 % 255, 40, 90)).save(data / folder / name)
+    seen = []
+    config = tiny_config("run.epochs=1", "data.dataset=cuhk03", f"data.root={data}", f"data.cache_dir={tmp_path / 'c'}")
+    run = start_run(config, "decoded", str(tmp_path), listener=seen.append)
+    assert any(e["event"] == "loading" for e in seen)  # shown on the console
+    events = events_of(run.path)
+    assert events[0]["event"] == "start" and not any(e["event"] == "loading" for e in events)

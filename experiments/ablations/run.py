@@ -50,7 +50,7 @@ def row(variant: str, names: list[str], runs_dir: str) -> dict:
         clusters = [e for e in read_events(run_dir(n, runs_dir).events) if e["event"] == "cluster"]
         if clusters:
             last_clusters.append(clusters[-1])
-    start = read_events(run_dir(names[0], runs_dir).events)[0]
+    start = next(e for e in read_events(run_dir(names[0], runs_dir).events) if e["event"] == "start")
     train_images = start["data"]["train"]["images"]
 
     def stat(values):

@@ -179,15 +179,15 @@ def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None
 
 
 def loading_progress(session: RunSession):
-    """Report image decoding as `loading` events, at most one per 5% of a split."""
+    """Show image decoding to the console (not written to events: `start` stays the first event)."""
     session.log.info("loading data")
     last: dict[str, int] = {}
 
     def report(split: str, done: int, total: int) -> None:
         step = max(1, total // 20)
-        if done == total or done - last.get(split, -step) >= step:
+        if session.listener and (done == total or done - last.get(split, -step) >= step):
             last[split] = done
-            session.emit("loading", split=split, done=done, total=total)
+            session.listener({"event": "loading", "split": split, "done": done, "total": total})
 
     return report
 
