@@ -71,3 +71,16 @@ def cluster_size_histogram(labels: np.ndarray, edges=(1, 2, 4, 8, 16, 32, 64, 12
         out[f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}"] = int(((sizes >= lo) & (sizes < hi)).sum())
     out[f">={edges[-1]}"] = int((sizes >= edges[-1]).sum())
     return out
+
+
+def cross_camera_fraction(labels: np.ndarray, camids: np.ndarray) -> float:
+    """Share of clusters whose members come from more than one camera (needs no identities).
+    Clusters of one camera teach little about matching across cameras."""
+    labels, camids = np.asarray(labels), np.asarray(camids)
+    clustered = labels >= 0
+    if not clustered.any():
+        return 0.0
+    pairs = np.unique(np.stack([labels[clustered], camids[clustered]]), axis=1)
+    cameras_per_cluster = np.bincount(pairs[0])
+    present = cameras_per_cluster > 0
+    return float((cameras_per_cluster[present] > 1).mean())

@@ -91,3 +91,12 @@ def test_cluster_size_histogram():
     assert sum(cluster_size_histogram(np.array([0, 0, 5, 5, 5])).values()) == 2
     custom = cluster_size_histogram(np.array([0, 0, 1, 1, 1, 1, 2]), edges=(1, 3, 10))
     assert custom == {"1-2": 2, "3-9": 1, ">=10": 0}
+
+
+def test_cross_camera_fraction():
+    from oaecmlr.diagnostics import cross_camera_fraction
+
+    labels = np.array([0, 0, 1, 1, 2, -1, 2])
+    camids = np.array([0, 1, 0, 0, 1, 0, 1])
+    assert cross_camera_fraction(labels, camids) == pytest.approx(1 / 3)
+    assert cross_camera_fraction(np.full(3, -1), np.zeros(3)) == 0.0

@@ -46,7 +46,7 @@ def test_run_writes_the_event_contract(finished_run):
     for c in clusters:
         assert c["outliers_before"] - c["outliers_after"] == c["oae_assigned"]
         assert set(c["timings"]) >= {"extract", "knn", "jaccard", "dbscan", "oae", "cmlr"}
-        assert 0 <= c["purity"] <= 1 and 0 <= c["nmi"] <= 1
+        assert 0 <= c["purity"] <= 1 and 0 <= c["nmi"] <= 1 and 0 <= c["cross_camera"] <= 1
         assert sum(c["size_histogram"].values()) == c["clusters"]
     iters = [e for e in events if e["event"] == "iter"]
     assert len(iters) == 6 and all(e["images_per_s"] > 0 and e["loss"] > 0 for e in iters)

@@ -91,10 +91,11 @@ def show_run(name: str, runs_dir: str | None, fmt: str) -> None:
     for e in details["evaluations"]:
         evaluations.add_row(str(e["epoch"]), pct(e["mAP"]), pct(e["rank1"]), pct(e["rank5"]), pct(e["rank10"]), pct(e["mINP"]))
     console.print(evaluations)
-    clusters = Table("epoch", "clusters", "outliers", "after OAE", "assigned", "OAE prec", "purity", "NMI",
+    clusters = Table("epoch", "clusters", "x-cam", "outliers", "after OAE", "assigned", "OAE prec", "purity", "NMI",
                      "CMLR H", "seconds", title="clustering")
     for c in details["clusters"]:
-        clusters.add_row(str(c["epoch"]), str(c["clusters"]), str(c["outliers_before"]), str(c["outliers_after"]),
+        clusters.add_row(str(c["epoch"]), str(c["clusters"]), pct(c.get("cross_camera")), str(c["outliers_before"]),
+                         str(c["outliers_after"]),
                          str(c["oae_assigned"]), pct(c.get("oae_precision")), pct(c.get("purity")), pct(c.get("nmi")),
                          f"{c.get('cmlr_entropy', 0):.3f}", f"{sum(c.get('timings', {}).values()):.1f}")
     console.print(clusters)

@@ -12,7 +12,7 @@ import torch
 
 from oaecmlr.clusters import cluster_geometry
 from oaecmlr.cmlr import cmlr
-from oaecmlr.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
+from oaecmlr.diagnostics import cluster_size_histogram, cross_camera_fraction, nmi, oae_precision, purity
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Loop, Phase
 from oaecmlr.memory import ClusterMemory
@@ -83,6 +83,7 @@ class UnsupervisedLoop(Loop):
                   cmlr_weight=refined.mean_weight if refined else 0.0,
                   size_histogram=cluster_size_histogram(labels), knn_backend=result.knn_backend,
                   timings={k: round(v, 4) for k, v in timings.items()},
+                  cross_camera=cross_camera_fraction(labels, self.data.train.camids),
                   purity=purity(labels, truth), nmi=nmi(labels, truth),
                   oae_precision=oae_precision(before, labels, truth))
         soft = None if refined is None else (refined.soft_labels.cpu(), refined.sample_index)
