@@ -11,22 +11,31 @@ full 50 x 400 recipe (the Market recipe has 200 iterations; 400 is MSMT17's and 
 
     python benchmarks/bench_train.py                      # CPU: small sizes
     python benchmarks/bench_train.py --full               # GPU: ResNet-50, 12,936 images at 256x128, batch 256
+    python benchmarks/bench_train.py --full --ddp         # also the distributed path at world size 1 (NCCL)
+
+`--ddp` times the real loop a second time through the distributed code path (DDP, SyncBatchNorm,
+collectives; NCCL on CUDA, gloo on CPU) at world size 1, and prints its ratio to the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from oaecmlr.engine.config import load_config
+from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Phase
 from oaecmlr.engine.rundata import RunData, Split
 from oaecmlr.engine.usl import UnsupervisedLoop
+from oaecmlr.engine.workers import init_group
 from oaecmlr.store.runs import RunDir
 
 
@@ -75,6 +84,31 @@ def pure_compute(loop: Recording, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
+def real_loop(loop: Recording, phase: Phase, batch: int, iterations: int) -> float:
+    """Images/s of the engine's own train_epoch, after one warm-up epoch."""
+    loop.train_epoch(Phase(1, 0, phase.labels, phase.soft, phase.soft_index))
+    sync(loop.device)
+    start = time.perf_counter()
+    loop.train_epoch(Phase(2, 0, phase.labels, phase.soft, phase.soft_index))
+    sync(loop.device)
+    return batch * iterations / (time.perf_counter() - start)
+
+
+def distributed_world_of_one(device: torch.device) -> Dist:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    init_group(device, 0, 1, timeout_s=300)
+    return Dist(0, 1, 0, forced=True)
+
+
+def build(config, data, device, dist=SINGLE) -> Recording:
+    loop = Recording(config, RunDir(Path("/nonexistent")), data, device, None, dist)
+    loop.events = []
+    return loop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="ResNet-50, 12,936 images at 256x128, batch 16x16")
@@ -82,6 +116,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ddp", action="store_true", help="also time the distributed path at world size 1")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.full:
@@ -92,8 +127,7 @@ def main() -> None:
                                          f"data.num_ids={p}", f"data.num_instances={k}", f"run.iterations={iterations}",
                                          "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}"])
     data = synthetic_data(images, max(p, images // 17), height, width, device)
-    loop = Recording(config, RunDir(__import__("pathlib").Path("/nonexistent")), data, device, None)
-    loop.events = []
+    loop = build(config, data, device)
     batch = p * k
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()} "
           f"{'GPU' if device.type == 'cuda' else 'CPU threads'}), {arch}, {images} images at {height}x{width}, "
@@ -110,12 +144,7 @@ def main() -> None:
     clustered = np.flatnonzero(phase.labels.numpy() >= 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    loop.train_epoch(Phase(1, 0, phase.labels, phase.soft, phase.soft_index))  # warm-up epoch
-    sync(device)
-    start = time.perf_counter()
-    loop.train_epoch(Phase(2, 0, phase.labels, phase.soft, phase.soft_index))
-    sync(device)
-    real = batch * iterations / (time.perf_counter() - start)
+    real = real_loop(loop, phase, batch, iterations)
     per_iteration = batch / real
     projected = 50 * (400 * per_iteration + overhead)
     result = {"device": str(device), "arch": arch, "images": images, "clustered": int(clustered.size),
@@ -124,6 +153,15 @@ def main() -> None:
               "projected_50x400_min": round(projected / 60, 1)}
     if device.type == "cuda":
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if args.ddp:
+        ddp_loop = build(config, data, device, distributed_world_of_one(device))
+        ddp_phase = ddp_loop.prepare_epoch(1)  # its own memory; the same labels (same weights, same features)
+        ddp = real_loop(ddp_loop, ddp_phase, batch, iterations)
+        backend = torch.distributed.get_backend()
+        result.update(distributed_backend=backend, distributed_images_per_s=round(ddp, 1),
+                      distributed_vs_plain=round(ddp / real, 3))
+        print(f"distributed path at world size 1 ({backend}): {ddp:.0f} img/s, {100 * ddp / real:.1f}% of the plain loop")
+        torch.distributed.destroy_process_group()
     print(f"pure compute {compute:.0f} img/s, real loop {real:.0f} img/s: {100 * real / compute:.0f}% of compute")
     print(f"projected 50 epochs x 400 iterations: {projected / 60:.1f} min")
     print(json.dumps(result))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 2, 5 and 7 in one script, for a session lent a GPU machine (`device` tool):
+# The GPU checks of issues 2, 5 (--ddp: NCCL path at world size 1 vs plain) and 7 in one script, for a session lent a GPU machine (`device` tool):
 #   run: bash benchmarks/device_check.sh   (timeout_s about 540; results land in $OUT)
 # The machine has torch but no network: the project runs from the checkout via PYTHONPATH.
 set -uo pipefail
@@ -12,4 +12,4 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_jaccard.py tests
 # 2. pseudo-labels on the GPU (issue 2 target: N = 32,621 under 1 s)
 timeout 180 python3 benchmarks/bench_pseudo_labels.py --device cuda --sizes 12936,32621,100000 2>&1 | tee "$OUT/bench_pseudo_labels.txt"
 # 3. training throughput against pure compute, epoch overhead, projected recipe (issue 7)
-timeout 200 python3 benchmarks/bench_train.py --full 2>&1 | tee "$OUT/bench_train.txt"
+timeout 260 python3 benchmarks/bench_train.py --full --ddp 2>&1 | tee "$OUT/bench_train.txt"

@@ -106,6 +106,56 @@ def test_epoch_one_pseudo_labels_equal_single_process(tmp_path):
         torch.testing.assert_close(torch.from_numpy(centroids), single.memory.centroids)  # same memory everywhere
 
 
+def _one_step(loop):
+    """Gradients of one training batch through loop.model (DDP and global BatchNorm when forced)."""
+    phase = loop.prepare_epoch(1)
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, loop.config.data.height, loop.config.data.width)
+    labels = phase.labels[phase.labels >= 0][:16]
+    loop.model.train()
+    loss = loop.memory(loop.model(x), labels)
+    loss.backward()
+    return {name: p.grad.detach().clone() for name, p in loop.core.named_parameters() if p.grad is not None}
+
+
+def _forced_worker(port, run_path, queue):
+    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.store.runs import RunDir
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    tdist.init_process_group("gloo", rank=0, world_size=1)
+    config = tiny_config("train.amp=false")
+    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None,
+                      Dist(0, 1, 0, forced=True))
+    kinds = sorted({type(m).__name__ for m in loop.model.modules()})
+    queue.put((kinds, {k: v.numpy() for k, v in _one_step(loop).items()}))
+    tdist.destroy_process_group()
+
+
+def test_distributed_path_at_world_size_one_computes_the_plain_gradients(tmp_path):
+    """The path the device check times against the plain loop (NCCL there, gloo here) computes the
+    same gradients: DDP and global-batch BatchNorm are identities at world size 1."""
+    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.store.runs import RunDir
+
+    config = tiny_config("train.amp=false")
+    plain = _one_step(build_loop(config, RunDir(tmp_path), load_run_data(config.data), torch.device("cpu"), None))
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_forced_worker, args=(_port(), tmp_path, queue))
+    worker.start()
+    kinds, forced = queue.get(timeout=180)
+    worker.join(timeout=30)
+    assert "DistributedDataParallel" in kinds and "GlobalBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    assert forced.keys() == plain.keys()
+    for key, value in plain.items():
+        scale = float(value.abs().max())  # float32 summation order differs: errors relative to the tensor
+        torch.testing.assert_close(torch.from_numpy(forced[key]), value, rtol=1e-3, atol=1e-4 * scale,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+
+
 def test_two_cpu_workers_train_like_one_process(tmp_path):
     sets = [*tiny_sets(), "--set", "run.epochs=3"]
     assert cli("run", "demo", "--name", "one", "--runs-dir", str(tmp_path), *sets).returncode == 0

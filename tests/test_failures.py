@@ -99,6 +99,32 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, un
     assert evaluations(events) == evaluations(uninterrupted)
 
 
+def in_epoch_one(path: Path) -> bool:
+    try:
+        return any(e["event"] == "iter" and e["epoch"] == 1 for e in events_of(path))
+    except FileNotFoundError:
+        return False
+
+
+def test_sigkill_before_any_checkpoint_then_resume_starts_over(tmp_path, uninterrupted):
+    pid = start_detached(tmp_path, "early")
+    assert wait_for(lambda: in_epoch_one(tmp_path / "early"))
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: process_gone(pid), 30)
+    assert not (tmp_path / "early" / "last.pt").exists()
+    before = len((tmp_path / "early" / "events.jsonl").read_text().splitlines())
+
+    result = cli("resume", "early", "--runs-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "started over from epoch 0" in result.stderr
+    events = events_of(tmp_path / "early")
+    assert [e["event"] for e in events].count("start") == 1 and events[0]["restarted"] is True
+    assert events[0]["discarded_events"] == before
+    assert len((tmp_path / "early" / "events.discarded.jsonl").read_text().splitlines()) == before
+    assert events[-1]["event"] == "end"
+    assert evaluations(events) == evaluations(uninterrupted)
+
+
 def test_sigterm_checkpoints_and_stops_then_resume_matches(tmp_path, uninterrupted):
     pid = start_detached(tmp_path, "termed")
     assert wait_for(lambda: in_epoch_two(tmp_path / "termed"))

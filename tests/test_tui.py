@@ -328,14 +328,14 @@ def test_stop_writes_the_stop_file_and_sigterms_the_process(tmp_path):
         dummy.wait()
 
 
-def test_resume_without_checkpoint_is_a_notification(runs):
+def test_resume_of_a_live_run_is_a_notification(runs):
     notes = []
     app = app_for(runs, notes)
 
     async def scenario(pilot):
-        await pilot.press("r")  # the newest run (gamma-failed) has no last.pt
+        await pilot.press("down", "r")  # beta-running: its pid (this process) is alive
         await wait_for(pilot, lambda: any(n[0] == "error" for n in notes), "the error")
-        assert "last.pt" in notes[-1][1]
+        assert "still running" in notes[-1][1]
 
     drive(app, scenario)
 

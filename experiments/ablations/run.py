@@ -27,7 +27,7 @@ VARIANTS = ("baseline", "oae", "cmlr", "both", "supervised")
 def train(variant: str, seed: int, args) -> str:
     name = f"{args.prefix}-{variant}-s{seed}"
     run = run_dir(name, args.runs_dir)
-    if run.exists() and run_summary(run)["status"] == "finished":
+    if finished(name, args.runs_dir):
         return name
     command = "pretrain" if variant == "supervised" else "run"
     cmd = [sys.executable, "-m", "oaecmlr.cli.app", command, args.preset, "--config", str(HERE / f"{variant}.toml"),
@@ -41,6 +41,16 @@ def train(variant: str, seed: int, args) -> str:
     print(f"== {name}", flush=True)
     subprocess.run(cmd, check=True)
     return name
+
+
+def finished(name: str, runs_dir: str) -> bool:
+    run = run_dir(name, runs_dir)
+    if not run.exists():
+        return False
+    if run_summary(run)["status"] != "finished":
+        print(f"(left out {name}: not finished)", file=sys.stderr)
+        return False
+    return True
 
 
 def row(variant: str, names: list[str], runs_dir: str) -> dict:
@@ -104,7 +114,7 @@ def main() -> None:
     rows = []
     for variant in args.variants.split(","):
         if args.table_only:
-            names = [f"{args.prefix}-{variant}-s{s}" for s in seeds if run_dir(f"{args.prefix}-{variant}-s{s}", args.runs_dir).exists()]
+            names = [n for n in (f"{args.prefix}-{variant}-s{s}" for s in seeds) if finished(n, args.runs_dir)]
         else:
             names = [train(variant, seed, args) for seed in seeds]
         if names:

@@ -132,6 +132,9 @@ def resume(
 ) -> None:
     """Continue a stopped, failed or killed run from its last checkpoint.
 
+    A run that never finished its first epoch has no checkpoint: it starts over from epoch 0
+    in the same folder (its earlier events move to events.discarded.jsonl).
+
     Example:
 
         oaecmlr resume market-20261126-101500

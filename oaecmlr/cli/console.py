@@ -34,6 +34,9 @@ class ConsoleReporter:
         self.console.print(f"[bold]{e.get('run')}[/]: {e.get('kind')} on {e.get('dataset')} "
                            f"({train.get('images', '?')} train images), {e.get('arch')}, {e.get('device')}, "
                            f"world size {e.get('world_size')}")
+        if e.get("restarted"):
+            self.console.print(f"no checkpoint yet: started over from epoch 0 ({e.get('discarded_events', 0)} earlier "
+                               "events kept in events.discarded.jsonl)")
 
     def on_loading(self, e):
         if self.task is None:

@@ -1,6 +1,8 @@
 """Collectives the training loop needs, identical in one process and under torch.distributed.
 
 With world size 1 every call is a no-op or an identity, so the loop has one code path.
+`forced=True` takes the distributed path (DDP, global BatchNorm, collectives) even at world size
+1: that is how the NCCL path is measured against the plain one on a single GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    forced: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -24,7 +27,7 @@ class Dist:
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.forced
 
     def barrier(self) -> None:
         if self.active:

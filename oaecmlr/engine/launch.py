@@ -105,9 +105,6 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None) -> RunDi
     if live_state(status, None) == "running":
         raise ConfigError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
                           f"stop it first with `oaecmlr stop {run.name}`")
-    if not run.last.is_file():
-        raise CheckpointError(f"run {run.name} has no last.pt to resume from (it stopped before finishing an epoch); "
-                              "start it again with `oaecmlr run`")
     if epochs is not None:
         config = load_run_config(run)
         config.run.epochs = epochs

@@ -103,10 +103,12 @@ class Loop:
         cfg = self.config
         phase = None
         first_epoch = 1
-        if resume:
+        if resume and self.dist.broadcast_object(self.run.last.is_file()):
             phase, first_epoch = self.restore()
         else:
-            self.emit_start()
+            # A resumed run that never finished an epoch has nothing to restore: start it over.
+            discarded = self.session.truncate_events(0) if resume and self.session else 0
+            self.emit_start(**({"restarted": True, "discarded_events": discarded} if resume else {}))
             self.evaluate(0)
         for epoch in range(first_epoch, cfg.run.epochs + 1):
             if phase is None or phase.epoch != epoch:
@@ -131,7 +133,7 @@ class Loop:
         if self.session is not None:
             self.session.emit(event, **fields)
 
-    def emit_start(self) -> None:
+    def emit_start(self, **extra) -> None:
         cfg = self.config
         if self.session is None:
             return
@@ -139,7 +141,7 @@ class Loop:
         self.session.start(kind=self.kind, run=self.run.name, dataset=cfg.data.dataset, epochs=cfg.run.epochs,
                            iterations=cfg.run.iterations, arch=cfg.model.arch, world_size=self.dist.world_size,
                            per_rank_batch=per_rank, global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr,
-                           device=str(self.device), data=self.data.stats, seed=cfg.run.seed)
+                           device=str(self.device), data=self.data.stats, seed=cfg.run.seed, **extra)
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """Features of all `images`, each rank extracting a contiguous shard, gathered in order."""
