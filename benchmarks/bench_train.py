@@ -122,7 +122,7 @@ def main() -> None:
     if args.full:
         arch, images, height, width, p, k, iterations = args.arch or "resnet50", args.images or 12936, 256, 128, 16, 16, args.iterations or 60
     else:
-        arch, images, height, width, p, k, iterations = args.arch or "resnet18", args.images or 1200, 64, 32, 8, 4, args.iterations or 10
+        arch, images, height, width, p, k, iterations = args.arch or "resnet18", args.images or 1200, 64, 32, 8, 4, args.iterations or 30
     config = load_config("market", sets=[f"model.arch={arch}", f"data.height={height}", f"data.width={width}",
                                          f"data.num_ids={p}", f"data.num_instances={k}", f"run.iterations={iterations}",
                                          "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}"])
@@ -140,7 +140,7 @@ def main() -> None:
     stages = next(e for e in loop.events if e["event"] == "cluster")["timings"]
     print(f"epoch overhead {overhead:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
-    compute = pure_compute(loop, batch, max(5, iterations // 2))
+    compute = pure_compute(loop, batch, iterations)
     clustered = np.flatnonzero(phase.labels.numpy() >= 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -43,12 +43,13 @@ def train(variant: str, seed: int, args) -> str:
     return name
 
 
-def finished(name: str, runs_dir: str) -> bool:
+def finished(name: str, runs_dir: str, say: bool = False) -> bool:
     run = run_dir(name, runs_dir)
     if not run.exists():
         return False
     if run_summary(run)["status"] != "finished":
-        print(f"(left out {name}: not finished)", file=sys.stderr)
+        if say:
+            print(f"(left out {name}: not finished)", file=sys.stderr)
         return False
     return True
 
@@ -76,25 +77,27 @@ def row(variant: str, names: list[str], runs_dir: str) -> dict:
         "oae_precision": stat([c.get("oae_precision") for c in last_clusters]),
         "oae_assigned": stat([c.get("oae_assigned") for c in last_clusters]),
         "trained_on": stat([1 - c["outliers_after"] / train_images for c in last_clusters]),
+        "cross_camera": stat([c.get("cross_camera") for c in last_clusters]),
     }
 
 
-def fmt(value, percent=True) -> str:
+def fmt(value, percent=True, seeds=None) -> str:
     if value is None:
         return "-"
     scale = 100 if percent else 1
-    return f"{scale * value['mean']:.1f} ± {scale * value['std']:.1f}"
+    partial = f" (n={value['n']})" if seeds and value["n"] < seeds else ""  # older runs lack a diagnostic
+    return f"{scale * value['mean']:.1f} ± {scale * value['std']:.1f}{partial}"
 
 
 def table(rows: list[dict]) -> str:
     header = ("| variant | seeds | epoch-0 mAP | final mAP | final R1 | best mAP | best R1 | purity | NMI "
-              "| OAE precision | OAE assigned | trained on |")
-    lines = [header, "|" + "---|" * 12]
+              "| OAE precision | OAE assigned | trained on | multi-camera clusters |")
+    lines = [header, "|" + "---|" * 13]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['seeds']} | {fmt(r['epoch0_mAP'])} | {fmt(r['final_mAP'])} | "
                      f"{fmt(r['final_R1'])} | {fmt(r['best_mAP'])} | {fmt(r['best_R1'])} | {fmt(r['purity'])} | "
                      f"{fmt(r['nmi'])} | {fmt(r['oae_precision'])} | {fmt(r['oae_assigned'], False)} | "
-                     f"{fmt(r['trained_on'])} |")
+                     f"{fmt(r['trained_on'])} | {fmt(r['cross_camera'], seeds=r['seeds'])} |")
     return "\n".join(lines)
 
 
@@ -114,7 +117,7 @@ def main() -> None:
     rows = []
     for variant in args.variants.split(","):
         if args.table_only:
-            names = [n for n in (f"{args.prefix}-{variant}-s{s}" for s in seeds) if finished(n, args.runs_dir)]
+            names = [n for n in (f"{args.prefix}-{variant}-s{s}" for s in seeds) if finished(n, args.runs_dir, say=True)]
         else:
             names = [train(variant, seed, args) for seed in seeds]
         if names:

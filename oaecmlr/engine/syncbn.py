@@ -55,7 +55,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
 
     def forward(self, x):
-        if not (self.training and tdist.is_available() and tdist.is_initialized()):
+        # One worker: the global batch is the local one (torch's SyncBatchNorm does the same).
+        if not (self.training and tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
             return super().forward(x)
         out, mean, var, total = _GlobalBatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         with torch.no_grad():
