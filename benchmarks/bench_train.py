@@ -12,6 +12,11 @@ full 50 x 400 recipe (the Market recipe has 200 iterations; 400 is MSMT17's and 
     python benchmarks/bench_train.py                      # CPU: small sizes
     python benchmarks/bench_train.py --full               # GPU: ResNet-50, 12,936 images at 256x128, batch 256
     python benchmarks/bench_train.py --full --ddp         # also the distributed path at world size 1 (NCCL)
+    python benchmarks/bench_train.py --full --msmt        # MSMT17 sizes: 32,621 train + 93,820 eval images
+
+`--msmt` checks that MSMT17-sized training fits: the image caches are placed by the engine's rule
+(GPU memory while 24 GiB stay free, else pinned host memory; `--image-cache host` forces the host)
+and the gallery's features are extracted once, so the peak GPU memory covers an evaluation too.
 
 `--ddp` times the real loop a second time through the distributed code path (DDP, SyncBatchNorm,
 collectives; NCCL on CUDA, gloo on CPU) at world size 1, and prints its ratio to the plain loop.
@@ -33,6 +38,7 @@ from oaecmlr.engine.config import load_config
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import Phase
+from oaecmlr.engine.placement import place_images
 from oaecmlr.engine.rundata import RunData, Split
 from oaecmlr.engine.usl import UnsupervisedLoop
 from oaecmlr.engine.workers import init_group
@@ -46,16 +52,23 @@ class Recording(UnsupervisedLoop):
         self.events.append({"event": event, **fields})
 
 
-def synthetic_data(images: int, ids: int, height: int, width: int, device: torch.device) -> RunData:
-    g = torch.Generator().manual_seed(0)
+def synthetic_split(images: int, ids: int, height: int, width: int, seed: int) -> Split:
+    """Id-dependent uint8 images on the host (a bank of 2,000 noise images keeps drawing cheap)."""
+    g = torch.Generator().manual_seed(seed)
     pids = np.arange(images) % ids
-    camids = np.arange(images) % 6
     base = torch.randint(0, 256, (ids, 3, height, width), generator=g, dtype=torch.uint8)
-    noise = torch.randint(0, 40, (images, 3, height, width), generator=g, dtype=torch.uint8)
-    pixels = (base[torch.from_numpy(pids)] // 2 + noise).to(device)  # an id-dependent image cache on the device
-    split = Split(pixels, pids, camids)
-    small = Split(pixels[:ids], pids[:ids], camids[:ids])
-    return RunData("bench", split, small, small, {})
+    noise = torch.randint(0, 40, (min(images, 2000), 3, height, width), generator=g, dtype=torch.uint8)
+    pixels = base[torch.from_numpy(pids)] // 2 + noise[torch.arange(images) % noise.shape[0]]
+    return Split(pixels, pids, np.arange(images) % 6)
+
+
+def synthetic_data(images: int, ids: int, height: int, width: int, device: torch.device,
+                   query: int = 0, gallery: int = 0, image_cache: str = "auto") -> RunData:
+    """Training and evaluation splits, placed by the engine's own rule (GPU memory or pinned host)."""
+    train = synthetic_split(images, ids, height, width, 0)
+    q = synthetic_split(query, ids, height, width, 1) if query else Split(train.images[:ids], train.pids[:ids], train.camids[:ids])
+    g = synthetic_split(gallery, ids, height, width, 2) if gallery else q
+    return place_images(RunData("bench", train, q, g, {}), device, image_cache)
 
 
 def sync(device: torch.device) -> None:
@@ -117,6 +130,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ddp", action="store_true", help="also time the distributed path at world size 1")
+    parser.add_argument("--msmt", action="store_true", help="MSMT17 sizes: 32,621 train, 11,659 query, 82,161 gallery")
+    parser.add_argument("--image-cache", default="auto", choices=("auto", "device", "host"))
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.full:
@@ -126,12 +141,15 @@ def main() -> None:
     config = load_config("market", sets=[f"model.arch={arch}", f"data.height={height}", f"data.width={width}",
                                          f"data.num_ids={p}", f"data.num_instances={k}", f"run.iterations={iterations}",
                                          "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}"])
-    data = synthetic_data(images, max(p, images // 17), height, width, device)
+    query, gallery = (11659, 82161) if args.msmt else (0, 0)
+    images = 32621 if args.msmt and not args.images else images
+    data = synthetic_data(images, max(p, images // 17), height, width, device, query, gallery, args.image_cache)
     loop = build(config, data, device)
     batch = p * k
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()} "
           f"{'GPU' if device.type == 'cuda' else 'CPU threads'}), {arch}, {images} images at {height}x{width}, "
           f"batch {p}x{k}, bf16 {loop.amp}, channels_last {loop.channels_last}")
+    print("image cache: " + ", ".join(f"{name} {where}" for name, where in data.stats["image_cache"].items()))
 
     start = time.perf_counter()
     phase = loop.prepare_epoch(1)
@@ -151,8 +169,16 @@ def main() -> None:
               "pure_compute_images_per_s": round(compute, 1), "real_loop_images_per_s": round(real, 1),
               "ratio": round(real / compute, 3), "epoch_overhead_s": round(overhead, 2), "stages_s": stages,
               "projected_50x400_min": round(projected / 60, 1)}
+    result["image_cache"] = data.stats["image_cache"]
+    if args.msmt:
+        start = time.perf_counter()
+        loop.extract(data.gallery.images)
+        sync(device)
+        result["gallery_extraction_s"] = round(time.perf_counter() - start, 2)
     if device.type == "cuda":
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        print(f"peak GPU memory {result['peak_gpu_gb']} GiB (training + image cache"
+              f"{' + gallery extraction' if args.msmt else ''})")
     if args.ddp:
         ddp_loop = build(config, data, device, distributed_world_of_one(device))
         ddp_phase = ddp_loop.prepare_epoch(1)  # its own memory; the same labels (same weights, same features)

@@ -34,6 +34,9 @@ class ConsoleReporter:
         self.console.print(f"[bold]{e.get('run')}[/]: {e.get('kind')} on {e.get('dataset')} "
                            f"({train.get('images', '?')} train images), {e.get('arch')}, {e.get('device')}, "
                            f"world size {e.get('world_size')}")
+        cache = data.get("image_cache") or {}
+        if any(where != "host" for where in cache.values()):
+            self.console.print("image cache: " + ", ".join(f"{split} in {where}" for split, where in cache.items()))
         if e.get("restarted"):
             self.console.print(f"no checkpoint yet: started over from epoch 0 ({e.get('discarded_events', 0)} earlier "
                                "events kept in events.discarded.jsonl)")

@@ -49,6 +49,8 @@ class DataSection:
     flip_p: float = 0.5
     pad: int = 10
     erase_p: float = 0.5
+    image_cache: str = "auto"  # on a GPU: auto (device memory when it fits, else pinned host), device, host
+    device_reserve_gb: float = 24.0  # GPU memory `auto` leaves free for training
     # synthetic dataset size (dataset = "synthetic")
     synthetic_ids: int = 100
     synthetic_test_ids: int = 50
@@ -262,6 +264,7 @@ def validate(config: Config) -> None:
         (0 <= config.cmlr.lam <= 1, "cmlr.lam must be in [0, 1]"),
         (config.cmlr.tau_r > 0, "cmlr.tau_r must be > 0"),
         (config.memory.mode in ("mean", "hard"), "memory.mode must be 'mean' or 'hard'"),
+        (config.data.image_cache in ("auto", "device", "host"), "data.image_cache must be 'auto', 'device' or 'host'"),
         (config.data.num_ids >= 1 and config.data.num_instances >= 1, "data.num_ids and data.num_instances must be >= 1"),
     ]
     for ok, message in checks:

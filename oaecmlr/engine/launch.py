@@ -22,6 +22,7 @@ from oaecmlr.engine.config import Config, ConfigError, config_from_dict, read_to
 from oaecmlr.engine.devices import parse_gpus
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import init_checkpoint
+from oaecmlr.engine.placement import place_images
 from oaecmlr.engine.rundata import load_run_data, load_splits
 from oaecmlr.engine.session import Listener, RunFailed, RunSession, StopRequested
 from oaecmlr.engine.state import load_model_weights
@@ -165,8 +166,10 @@ def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         session.set_status("running", world_size=1)
-        data = load_run_data(config.data, loading_progress(session))
-        return build_loop(config, run, data, torch.device(devices[0]), session).run_loop(resume)
+        device = torch.device(devices[0])
+        data = place_images(load_run_data(config.data, loading_progress(session)), device,
+                            config.data.image_cache, config.data.device_reserve_gb)
+        return build_loop(config, run, data, device, session).run_loop(resume)
     except StopRequested:
         return None
     except Exception as exc:

@@ -182,21 +182,27 @@ class Loop:
         params = AugParams(params.flip[mine], params.offset[mine], params.erase[mine]).to(images_u8.device)
         return apply_params(images_u8, self.out_size, params, data.pad, self.channels_last)
 
-    def epoch_batches(self, phase: Phase) -> torch.Tensor:
-        """This rank's (iterations, batch) sample indices of the epoch: PK batches of the labels."""
+    def epoch_batches(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (iterations, batch) sample indices of the epoch (PK batches of the labels), on
+        the training device and on the host (for a host image cache: no device-to-host sync)."""
         cfg = self.config
         sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
                             num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
                             epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size)
-        batches = torch.from_numpy(sampler.batches()).to(self.device)
-        if batches.numel() == 0:
+        host = torch.from_numpy(sampler.batches())
+        if host.numel() == 0:
             raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
-        return batches
+        return host.to(self.device), host
 
-    def batch_images(self, index: torch.Tensor) -> torch.Tensor:
+    def batch_images(self, index: torch.Tensor, host_index: torch.Tensor) -> torch.Tensor:
         """The augmented images of a batch of sample indices, on the training device."""
         images = self.data.train.images
-        return self.augment(images[index.to(images.device)].to(self.device, non_blocking=True))
+        if images.device == self.device:
+            return self.augment(images[index])
+        picked = images[host_index]  # a host cache: gather there, copy to the device asynchronously
+        if images.is_pinned():
+            picked = picked.pin_memory()
+        return self.augment(picked.to(self.device, non_blocking=True))
 
     def after_iteration(self, phase: Phase, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the

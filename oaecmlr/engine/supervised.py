@@ -51,11 +51,11 @@ class SupervisedLoop(Loop):
     def train_epoch(self, phase: Phase) -> None:
         cfg = self.config
         labels = phase.labels.to(self.device)
-        batches = self.epoch_batches(phase)
+        batches, host_batches = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = self.batch_images(index)
+            x = self.batch_images(index, host_batches[iteration])
             y = labels[index]
             with autocast(self.device, self.amp):
                 out = self.model(x)

@@ -98,11 +98,11 @@ class UnsupervisedLoop(Loop):
             position = torch.full((labels.numel(),), -1, dtype=torch.long, device=self.device)
             position[phase.soft_index.to(self.device)] = torch.arange(soft.shape[0], device=self.device)
             soft_rows = (soft, position)
-        batches = self.epoch_batches(phase)
+        batches, host_batches = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
-            x = self.batch_images(index)
+            x = self.batch_images(index, host_batches[iteration])
             y = labels[index]
             with autocast(self.device, self.amp):
                 features = self.model(x)

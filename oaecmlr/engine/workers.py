@@ -51,6 +51,7 @@ def train_worker(run: RunDir, config: Config, dist: Dist, device: torch.device, 
                  listener: Listener | None = None) -> dict | None:
     """One worker's run; rank 0 owns the run folder (events, checkpoints, status)."""
     from oaecmlr.engine.launch import build_loop, loading_progress, record_failure
+    from oaecmlr.engine.placement import place_images
     from oaecmlr.engine.rundata import load_run_data
 
     session = RunSession(run, listener) if dist.is_main else None
@@ -65,7 +66,8 @@ def train_worker(run: RunDir, config: Config, dist: Dist, device: torch.device, 
         # Rank 0 decodes and caches the images first; the others then read its cache.
         data = load_run_data(config.data, loading_progress(session)) if dist.is_main else None
         dist.barrier()
-        data = data or load_run_data(config.data)
+        data = place_images(data or load_run_data(config.data), device, config.data.image_cache,
+                            config.data.device_reserve_gb)
         return build_loop(config, run, data, device, session, dist).run_loop(resume)
     except StopRequested:
         return None
