@@ -51,15 +51,32 @@ class ClusterMemory(nn.Module):
         return loss
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, features: torch.Tensor, labels: torch.Tensor, rounds: int | None = None) -> None:
+        """`rounds`: the largest number of times a label occurs in `labels`, when the caller knows it
+        (the engine counts it on the host); the mean update then never waits for the device."""
         features = features.detach().float()
         if self.mode == "hard":
             self._update_hard(features, labels)
             return
         # Sequential per sample, as the reference; samples of different clusters never interact,
         # so the t-th occurrence of every cluster is updated together.
+        if rounds is not None:
+            self._update_rounds(features, labels, rounds)
+            return
         for features_t, labels_t in zip(*_occurrence_rounds(features, labels)):
             self._move(labels_t, features_t)
+
+    def _update_rounds(self, features: torch.Tensor, labels: torch.Tensor, rounds: int) -> None:
+        """The mean update without host syncs: in round t every row computes its move, and rows that
+        are not a t-th occurrence write into a spare row that is dropped at the end."""
+        occurrence = _occurrence(labels)
+        spare = self.num_clusters
+        table = torch.cat([self.centroids, self.centroids.new_zeros(1, self.centroids.shape[1])])
+        for t in range(rounds):
+            target = torch.where(occurrence == t, labels, spare)
+            moved = self.momentum * table[target] + (1 - self.momentum) * features
+            table.index_copy_(0, target, F.normalize(moved, dim=1))
+        self.centroids.copy_(table[:spare])
 
     def _update_hard(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         similarity = (features * self.centroids[labels]).sum(dim=1)
@@ -78,8 +95,8 @@ class ClusterMemory(nn.Module):
         self.centroids[labels] = F.normalize(moved, dim=1)
 
 
-def _occurrence_rounds(features: torch.Tensor, labels: torch.Tensor):
-    """Split a batch into rounds where round t holds the t-th occurrence of each label."""
+def _occurrence(labels: torch.Tensor) -> torch.Tensor:
+    """For each position, how many earlier positions hold the same label (0 for the first)."""
     order = torch.sort(labels, stable=True).indices
     sorted_labels = labels[order]
     start = torch.ones_like(sorted_labels, dtype=torch.bool)
@@ -87,6 +104,12 @@ def _occurrence_rounds(features: torch.Tensor, labels: torch.Tensor):
     group_start = torch.cummax(torch.where(start, torch.arange(labels.numel(), device=labels.device), 0), 0).values
     occurrence = torch.empty_like(labels)
     occurrence[order] = torch.arange(labels.numel(), device=labels.device) - group_start
+    return occurrence
+
+
+def _occurrence_rounds(features: torch.Tensor, labels: torch.Tensor):
+    """Split a batch into rounds where round t holds the t-th occurrence of each label."""
+    occurrence = _occurrence(labels)
     rounds_f, rounds_y = [], []
     for t in range(int(occurrence.max()) + 1 if labels.numel() else 0):
         chosen = torch.nonzero(occurrence == t).squeeze(1)

@@ -52,6 +52,34 @@ def test_mean_update_equals_sequential_loop(clusters, batch, dim, momentum, seed
     torch.testing.assert_close(memory.centroids, reference_mean(start, inputs, targets, momentum), atol=1e-6, rtol=0)
 
 
+@settings(max_examples=20, deadline=None)
+@given(clusters=st.integers(1, 12), batch=st.integers(1, 48), dim=st.integers(2, 32),
+       momentum=st.sampled_from([0.0, 0.1, 0.5, 0.9]), extra=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_sync_free_mean_update_equals_sequential_loop(clusters, batch, dim, momentum, extra, seed):
+    """With the round count given (as the engine does), and with surplus rounds, which change nothing."""
+    rng = np.random.default_rng(seed)
+    memory = ClusterMemory(dim, momentum=momentum, mode="mean")
+    memory.initialise(unit(clusters, dim, seed=seed))
+    start = memory.centroids.clone()
+    inputs = unit(batch, dim, seed=seed + 1)
+    targets = torch.as_tensor(rng.integers(0, clusters, batch))
+    rounds = int(torch.bincount(targets).max()) + extra
+    memory.update(inputs, targets, rounds=rounds)
+    assert memory.centroids.shape == start.shape
+    torch.testing.assert_close(memory.centroids, reference_mean(start, inputs, targets, momentum), atol=1e-6, rtol=0)
+
+
+def test_max_occurrences_counts_the_most_frequent_label_of_each_batch():
+    from oaecmlr.data.sampler import max_occurrences
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 30, 500)
+    batches = rng.integers(0, 500, (40, 64))
+    expected = [np.bincount(labels[row] + 1).max() for row in batches]
+    assert max_occurrences(labels, batches).tolist() == expected
+    assert max_occurrences(labels, np.zeros((0, 64), np.int64)).shape == (0,)
+
+
 def test_mean_update_order_matters_and_is_followed():
     """Three samples of one cluster: the result depends on their order, as in the reference."""
     memory = ClusterMemory(8, momentum=0.5, mode="mean")

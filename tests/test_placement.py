@@ -66,7 +66,7 @@ def test_cuda_placement_and_a_training_batch_from_either_cache(mode, where):
     assert (data.train.images.device.type == "cuda") == (where == "cuda")
     assert where == "cuda" or data.train.images.is_pinned()
     loop = build_loop(config, RunDir(__import__("pathlib").Path("/nonexistent")), data, device, None)
-    batches, host = loop.epoch_batches(loop.prepare_epoch(1))
+    batches, host, _ = loop.epoch_batches(loop.prepare_epoch(1))
     torch.manual_seed(0)
     x = loop.batch_images(batches[0], host[0])
     assert x.device.type == "cuda" and x.shape[0] == batches.shape[1]

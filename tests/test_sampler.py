@@ -126,3 +126,12 @@ def test_batched_indices_cover_once_in_order(n, bs, ws):
         assert all(0 < len(b) <= bs for b in batches)
         got += [i for b in batches for i in b]
     assert got == list(range(n))
+
+
+def test_global_batches_are_the_ranks_slices_side_by_side():
+    rng = np.random.default_rng(3)
+    labels, camids = rng.integers(-1, 40, 600), rng.integers(0, 4, 600)
+    args = dict(num_instances=4, num_ids=8, num_iterations=5, seed=1, epoch=2, world_size=2)
+    glob = PKSampler(labels, camids, rank=0, **args).global_batches()
+    ranks = [PKSampler(labels, camids, rank=r, **args).batches() for r in range(2)]
+    assert np.array_equal(glob, np.concatenate(ranks, axis=1))

@@ -125,8 +125,14 @@ class PKSampler:
 
     def batches(self) -> np.ndarray:
         """(len(self), P/world_size * K) int64: this rank's batches of the epoch."""
+        glob = self.global_batches()
+        width = glob.shape[1] // self.world_size
+        return glob[:, self.rank * width : (self.rank + 1) * width]
+
+    def global_batches(self) -> np.ndarray:
+        """(len(self), P * K) int64: the batches of all ranks, rank slices side by side."""
         if not len(self):
-            return np.zeros((0, self.p // self.world_size * self.k), np.int64)
+            return np.zeros((0, self.p * self.k), np.int64)
         rng = np.random.default_rng([self.seed, self.epoch])
         ids = _id_stream(rng, self.num_groups, self.p, self.num_iterations).ravel()
         start, size = self._id_start[ids], self._id_size[ids]
@@ -147,12 +153,21 @@ class PKSampler:
         same += same >= a0  # skip the anchor
         rep = s0 + rng.integers(0, size[:, None], (len(ids), k))
         rest = np.where(t < m_other[:, None], other, np.where(t < (m_other + m_same)[:, None], same, rep))
-        glob = self._order[np.concatenate([anchor[:, None], rest], 1)].reshape(self.num_iterations, -1)
-        width = glob.shape[1] // self.world_size
-        return glob[:, self.rank * width : (self.rank + 1) * width]
+        return self._order[np.concatenate([anchor[:, None], rest], 1)].reshape(self.num_iterations, -1)
 
 
 SupervisedPKSampler = PKSampler
+
+
+def max_occurrences(labels: np.ndarray, batches: np.ndarray) -> np.ndarray:
+    """Per batch (row of sample indices), how often its most frequent label occurs."""
+    if batches.size == 0:
+        return np.zeros(batches.shape[0], np.int64)
+    values = np.unique(labels[batches], return_inverse=True)[1].reshape(batches.shape)
+    width = int(values.max()) + 1
+    counts = np.bincount((values + width * np.arange(batches.shape[0])[:, None]).ravel(),
+                         minlength=width * batches.shape[0])
+    return counts.reshape(batches.shape[0], width).max(axis=1)
 
 
 def batched_indices(n: int, batch_size: int, rank=0, world_size=1) -> list[range]:

@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
-from oaecmlr.data.sampler import PKSampler
+from oaecmlr.data.sampler import PKSampler, max_occurrences
 from oaecmlr.engine.config import Config
 from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
@@ -182,9 +182,10 @@ class Loop:
         params = AugParams(params.flip[mine], params.offset[mine], params.erase[mine]).to(images_u8.device)
         return apply_params(images_u8, self.out_size, params, data.pad, self.channels_last)
 
-    def epoch_batches(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor]:
+    def epoch_batches(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """This rank's (iterations, batch) sample indices of the epoch (PK batches of the labels), on
-        the training device and on the host (for a host image cache: no device-to-host sync)."""
+        the training device and on the host (for a host image cache: no device-to-host sync), and
+        per iteration the most times a label occurs in the global batch (for the memory update)."""
         cfg = self.config
         sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
                             num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
@@ -192,7 +193,8 @@ class Loop:
         host = torch.from_numpy(sampler.batches())
         if host.numel() == 0:
             raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
-        return host.to(self.device), host
+        rounds = max_occurrences(phase.labels.numpy(), sampler.global_batches()).tolist()
+        return host.to(self.device), host, rounds
 
     def batch_images(self, index: torch.Tensor, host_index: torch.Tensor) -> torch.Tensor:
         """The augmented images of a batch of sample indices, on the training device."""

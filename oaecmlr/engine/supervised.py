@@ -51,7 +51,7 @@ class SupervisedLoop(Loop):
     def train_epoch(self, phase: Phase) -> None:
         cfg = self.config
         labels = phase.labels.to(self.device)
-        batches, host_batches = self.epoch_batches(phase)
+        batches, host_batches, _ = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]

@@ -98,7 +98,7 @@ class UnsupervisedLoop(Loop):
             position = torch.full((labels.numel(),), -1, dtype=torch.long, device=self.device)
             position[phase.soft_index.to(self.device)] = torch.arange(soft.shape[0], device=self.device)
             soft_rows = (soft, position)
-        batches, host_batches = self.epoch_batches(phase)
+        batches, host_batches, rounds = self.epoch_batches(phase)
         self.model.train()
         for iteration in range(phase.iteration, batches.shape[0]):
             index = batches[iteration]
@@ -112,5 +112,6 @@ class UnsupervisedLoop(Loop):
             loss.backward()
             self.optimizer.step()
             # The memory moves with the whole global batch, so every rank holds the same memory.
-            self.memory.update(self.dist.all_gather_cat(features.detach().float()), self.dist.all_gather_cat(y))
+            self.memory.update(self.dist.all_gather_cat(features.detach().float()), self.dist.all_gather_cat(y),
+                               rounds[iteration])
             self.after_iteration(phase, iteration, batches.shape[0], loss.detach(), x.shape[0])
