@@ -33,7 +33,11 @@ class AugParams:
     erase: Tensor  # (B, 4) int64: top, left, height, width of the erased box; 0 x 0 = none
 
     def to(self, device) -> "AugParams":
-        return AugParams(*(t.to(device) for t in (self.flip, self.offset, self.erase)))
+        """On CUDA, through pinned memory: a pageable copy would wait for the GPU to catch up."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return AugParams(*(t.to(device) for t in (self.flip, self.offset, self.erase)))
+        return AugParams(*(t.pin_memory().to(device, non_blocking=True) for t in (self.flip, self.offset, self.erase)))
 
 
 def sample_params(
