@@ -116,11 +116,15 @@ def rank_candidates(queries: torch.Tensor, base: torch.Tensor, candidates: torch
                     chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank candidate columns by distance 2 - 2 q.b, ties by index; keep the first k."""
     out_index, out_dist = [], []
-    chunk_size = max(1, min(chunk_size, _GATHER_ELEMENTS // (candidates.shape[1] * base.shape[1])))
+    m, dim = candidates.shape[1], base.shape[1]
+    chunk_size = max(1, min(chunk_size, _GATHER_ELEMENTS // (m * dim), queries.shape[0]))
+    # One gather buffer for all chunks: fresh large buffers cost more in page faults than the gather.
+    gathered = torch.empty((chunk_size * m, dim), dtype=base.dtype, device=base.device)
     for start in range(0, queries.shape[0], chunk_size):
         q = queries[start:start + chunk_size]
         cand = candidates[start:start + chunk_size]
-        dots = torch.bmm(base[cand], q.unsqueeze(2)).squeeze(2)  # (c, m)
+        rows = torch.index_select(base, 0, cand.reshape(-1), out=gathered[:cand.numel()])
+        dots = torch.bmm(rows.view(cand.shape[0], m, dim), q.unsqueeze(2)).squeeze(2)  # (c, m)
         dist = (2 - 2 * dots).clamp_min(0)
         index, dist = _sort_by_distance_then_index(cand, dist)
         out_index.append(index[:, :k])
