@@ -42,7 +42,7 @@ def run_events(name: str, epochs: int = 4, iterations: int = 10, eval_every: int
            oae_assigned=20, oae_passed_neighbourhood=30, cmlr_entropy=0.3, cmlr_weight=0.2,
            size_histogram={"4-7": 30, "8-15": 10 + epoch}, knn_backend="torch",
            timings={"extract": 0.5, "knn": 0.1, "encode": 0.1, "jaccard": 0.1, "dbscan": 0.01, "oae": 0.05, "cmlr": 0.02},
-           purity=0.8, nmi=0.85, oae_precision=0.7)
+           purity=0.8, nmi=0.85, oae_precision=0.7, cross_camera=0.05)
         partial = state == "running" and epoch == last
         for it in range(1, (iterations // 2 if partial else iterations) + 1):
             ev("iter", epoch=epoch, iteration=it, total_iterations=iterations, loss=5.0 - 0.1 * epoch - 0.01 * it,

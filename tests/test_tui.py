@@ -247,6 +247,7 @@ def test_run_screen_shows_plots_progress_log_and_gpu_line(runs):
         assert "━ loss" in loss and "iteration" in loss and "└┬" in loss
         clusters = plot_text(screen, "#clusters")
         assert all(name in clusters for name in ("━ clusters", "━ outliers", "━ OAE assigned"))
+        assert screen.query_one("#clusters").border_subtitle == "purity 80% NMI 85% OAE prec 70% x-cam 5%"
         assert screen.log_lines[-1] == "line 29 of the log" and len(screen.log_lines) == 20
         await wait_for(pilot, lambda: screen.query_one("#log").lines, "the log widget")
         assert screen.query_one("#log").lines[-1].text.strip() == "line 29 of the log"
@@ -257,6 +258,19 @@ def test_run_screen_shows_plots_progress_log_and_gpu_line(runs):
         assert app.watched is None
 
     drive(app, scenario, size=(100, 30))
+
+
+def test_diagnostics_line_skips_what_the_dataset_cannot_give():
+    from oaecmlr_tui.model import ClusterStats, RunSnapshot
+    from oaecmlr_tui.run_screen import diagnostics_line
+
+    def run(*clusters):
+        return RunSnapshot("x", "x", "running", clusters=tuple(clusters))
+
+    assert diagnostics_line(run()) == ""
+    assert diagnostics_line(run(ClusterStats(1, 10, 5, 0))) == ""  # no ground truth (manifest without ids)
+    assert diagnostics_line(run(ClusterStats(1, 10, 5, 0, 0.5), ClusterStats(2, 12, 4, 0, 0.625, 0.9, None, 0.0))) \
+        == "purity 62% NMI 90% x-cam 0%"  # the last epoch only
 
 
 def test_gpu_lines_with_and_without_nvml(monkeypatch):

@@ -25,6 +25,11 @@ class ClusterStats:
     clusters: int
     outliers: int
     oae_assigned: int
+    # against ground truth (never used by training); None where the dataset has none
+    purity: float | None = None
+    nmi: float | None = None
+    oae_precision: float | None = None
+    cross_camera: float | None = None  # share of clusters holding more than one camera
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,8 @@ class RunFold:
 
     def _on_cluster(self, e: dict) -> None:
         self.clusters.append(ClusterStats(int(e["epoch"]), int(e.get("clusters") or 0),
-                                          int(e.get("outliers_after") or 0), int(e.get("oae_assigned") or 0)))
+                                          int(e.get("outliers_after") or 0), int(e.get("oae_assigned") or 0),
+                                          *(_fraction(e.get(k)) for k in ("purity", "nmi", "oae_precision", "cross_camera"))))
 
     def _on_epoch_end(self, e: dict) -> None:
         self.epoch = max(self.epoch, int(e["epoch"]))
@@ -138,3 +144,7 @@ class RunFold:
                            evaluations=tuple(self.evaluations), losses=tuple(self.losses),
                            clusters=tuple(self.clusters), progress=self.progress(), error=self.error,
                            events=self.count)
+
+
+def _fraction(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -29,6 +29,16 @@ def cluster_series(run: RunSnapshot) -> list[Series]:
             Series("OAE assigned", tuple((c.epoch, c.oae_assigned) for c in run.clusters))]
 
 
+def diagnostics_line(run: RunSnapshot) -> str:
+    """The last epoch's clustering against ground truth (x-cam: share of clusters spanning cameras)."""
+    if not run.clusters:
+        return ""
+    last = run.clusters[-1]
+    return " ".join(f"{name} {100 * value:.0f}%" for name, value in (
+        ("purity", last.purity), ("NMI", last.nmi), ("OAE prec", last.oae_precision),
+        ("x-cam", last.cross_camera)) if value is not None)
+
+
 def progress_text(run: RunSnapshot) -> tuple[str, int, int, str]:
     """(what the run is doing, bar position, bar total, throughput)."""
     p, epochs = run.progress, run.epochs if run.epochs is not None else "?"
@@ -100,7 +110,9 @@ class RunScreen(Screen):
             self.query_one("#speed", Label).update(speed)
             self.query_one("#metrics", Plot).set_series(metric_series(run))
             self.query_one("#loss", Plot).set_series([Series("loss", run.losses)])
-            self.query_one("#clusters", Plot).set_series(cluster_series(run))
+            clusters = self.query_one("#clusters", Plot)
+            clusters.set_series(cluster_series(run))
+            clusters.border_subtitle = diagnostics_line(run)
         lines = self.app.logs.get(self.run_name)
         if lines is not None and lines != self.log_lines:
             self.log_lines = lines
