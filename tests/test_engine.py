@@ -56,7 +56,11 @@ def test_run_folder_holds_config_checkpoints_status_and_log(finished_run):
     _, run = finished_run
     assert "[oae]" in run.config.read_text()
     assert run.read_status()["state"] == "finished"
-    assert run.log.read_text().strip()
+    log = run.log.read_text().splitlines()
+    events = [e["event"] for e in events_of(run.path)]
+    assert [line.split(" INFO ")[1].split()[0] for line in log if " INFO " in line][1:] == events  # after "loading data"
+    assert any(" INFO eval epoch=0 mAP=" in line for line in log)
+    assert not any("size_histogram" in line or "timings" in line for line in log)
     last = load_checkpoint(run.last)
     assert last["epoch"] == 2 and last["arch"] == "resnet18" and "memory" in last
     best = load_checkpoint(run.best)

@@ -29,6 +29,18 @@ class RunFailed(Exception):
     """The run ended with a failure event; str() is the one-line reason."""
 
 
+BULKY = ("size_histogram", "data", "timings")  # in events.jsonl; too long for a log line
+
+
+def log_line(event: str, fields: dict[str, Any]) -> str:
+    """One readable line per event for log.txt: `event key=value ...`, floats to 4 digits."""
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{" + " ".join(f"{k}={text(v)}" for k, v in value.items()) + "}"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return " ".join([event] + [f"{k}={text(v)}" for k, v in fields.items() if k not in BULKY and v is not None])
+
+
 class RunSession:
     def __init__(self, run: RunDir, listener: Listener | None = None):
         self.run = run
@@ -46,6 +58,7 @@ class RunSession:
     # events -------------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = self.events.write(event, **fields)
+        self.log.info("%s", log_line(event, fields))
         if self.listener is not None:
             self.listener(record)
         return record
