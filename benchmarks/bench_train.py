@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--ddp", action="store_true", help="also time the distributed path at world size 1")
     parser.add_argument("--msmt", action="store_true", help="MSMT17 sizes: 32,621 train, 11,659 query, 82,161 gallery")
     parser.add_argument("--image-cache", default="auto", choices=("auto", "device", "host"))
+    parser.add_argument("--no-amp", action="store_true", help="float32 throughout (train.amp=false), to measure what bf16 gives")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.full:
@@ -140,7 +141,8 @@ def main() -> None:
         arch, images, height, width, p, k, iterations = args.arch or "resnet18", args.images or 1200, 64, 32, 8, 4, args.iterations or 30
     config = load_config("market", sets=[f"model.arch={arch}", f"data.height={height}", f"data.width={width}",
                                          f"data.num_ids={p}", f"data.num_instances={k}", f"run.iterations={iterations}",
-                                         "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}"])
+                                         "run.log_every=20", f"run.gpus={'0' if device.type == 'cuda' else 'cpu'}",
+                                         f"train.amp={'false' if args.no_amp else 'true'}"])
     query, gallery = (11659, 82161) if args.msmt else (0, 0)
     images = 32621 if args.msmt and not args.images else images
     data = synthetic_data(images, max(p, images // 17), height, width, device, query, gallery, args.image_cache)

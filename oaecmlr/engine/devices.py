@@ -38,7 +38,7 @@ def parse_gpus(spec: str) -> list[str]:
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast speeds this device up: CUDA, or CPUs with AVX512-BF16 or AMX units
-    (measured 1.3-1.9x for training and 1.8-4.5x for feature extraction on 2 such cores)."""
+    (on 2 such cores, 1.3-1.5x for training and 1.6-1.8x for feature extraction; BENCHMARKS.md)."""
     if device.type == "cuda":
         return True
     cpu = getattr(torch, "cpu", None)
