@@ -29,9 +29,11 @@ def write_images(folder: Path, count: int = 5, seed: int = 0) -> list[str]:
     return paths
 
 
-def with_pil(path: str) -> np.ndarray:
+def with_pil(path: str, resample=Image.BICUBIC) -> np.ndarray:
+    """The reference's resize: torchvision's T.Resize((h, w), interpolation=3) on a PIL image is
+    PIL's own bicubic resize."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB").resize((W, H), Image.BILINEAR)).transpose(2, 0, 1)
+        return np.asarray(img.convert("RGB").resize((W, H), resample)).transpose(2, 0, 1)
 
 
 @pytest.fixture
@@ -39,9 +41,9 @@ def count_decodes(monkeypatch):
     calls = []
     real = cache.decode_image
 
-    def counting(path, height, width):
+    def counting(path, height, width, resample="bicubic"):
         calls.append(path)
-        return real(path, height, width)
+        return real(path, height, width, resample)
 
     monkeypatch.setattr(cache, "decode_image", counting)
     return calls
@@ -57,6 +59,16 @@ def test_decode_matches_pil_in_callers_order(tmp_path):
     images = load_images(shuffled, H, W, cache_dir=tmp_path / "cache", num_workers=3)
     assert images.dtype == torch.uint8 and images.shape == (5, 3, H, W)
     assert np.array_equal(images.numpy(), np.stack([with_pil(p) for p in shuffled]))
+
+
+def test_the_resize_filter_is_a_choice_and_part_of_the_cache_key(tmp_path, count_decodes):
+    paths = write_images(tmp_path / "img")
+    bicubic = load_images(paths, H, W, cache_dir=tmp_path / "cache")
+    bilinear = load_images(paths, H, W, cache_dir=tmp_path / "cache", resample="bilinear")
+    assert np.array_equal(bilinear.numpy(), np.stack([with_pil(p, Image.BILINEAR) for p in paths]))
+    assert not torch.equal(bicubic, bilinear)
+    assert len(npy_files(tmp_path / "cache")) == 2 and len(count_decodes) == 10  # no cache hit across filters
+    assert torch.equal(load_images(paths, H, W, cache_dir=tmp_path / "cache"), bicubic) and len(count_decodes) == 10
 
 
 def test_second_call_hits_cache(tmp_path, count_decodes):

@@ -17,8 +17,9 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from enginefixtures import cli, events_of, tiny_config, tiny_sets
 
+from oaecmlr.engine.batchnorm import apply_plan
+from oaecmlr.engine.bn_plan import plan_batchnorm
 from oaecmlr.engine.distributed import Dist
-from oaecmlr.engine.syncbn import convert_batchnorm
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +34,7 @@ def _bn_worker(rank, world, port, x, dy, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     tdist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    bn = convert_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), cuda=False)
+    bn = apply_plan(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), plan_batchnorm(0, x.shape[0], world), world, rank, cuda=False)
     half = x.shape[0] // world
     xs = x[rank * half:(rank + 1) * half].clone().requires_grad_(True)
     out = bn(xs)

@@ -51,7 +51,7 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str = "best", rera
     model.to(dev)
     data = load_run_data(config.data)
     size = (config.data.height, config.data.width)
-    amp, channels_last = config.train.amp and fast_bf16(dev), config.train.channels_last  # as in training
+    amp, channels_last = config.train.amp_extract and fast_bf16(dev), config.train.channels_last  # as in training
     if channels_last:
         model.to(memory_format=torch.channels_last)
     query = extract_features(model, data.query.images, size, config.data.eval_batch, dev, amp, channels_last)

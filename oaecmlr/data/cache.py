@@ -1,7 +1,8 @@
 """Decode every image once, in parallel, into a uint8 N x 3 x H x W tensor, cached on disk.
 
-The cache file is a .npy named by a hash of (format version, size, each file's path, size and
-mtime), so editing, adding or removing an image gives a new file. Images are stored in sorted path
+Images are resized with PIL's bicubic filter, as the reference's `T.Resize((h, w), interpolation=3)`
+(train and test); "bilinear" is the opt-in alternative. The cache file is a .npy named by a hash
+of (format version, size, filter, each file's path, size and mtime), so editing, adding or removing an image gives a new file. Images are stored in sorted path
 order and returned in the caller's order. Files are written whole (temp file + os.replace).
 """
 
@@ -22,18 +23,19 @@ from PIL import Image
 from .records import DatasetError
 
 FORMAT_VERSION = 1
-_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+_RESAMPLING = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the names on Image
+FILTERS = {"bicubic": _RESAMPLING.BICUBIC, "bilinear": _RESAMPLING.BILINEAR}
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("OAECMLR_CACHE") or Path.home() / ".cache" / "oaecmlr")
 
 
-def decode_image(path: str, height: int, width: int) -> np.ndarray:
-    """One image as uint8 3 x height x width (RGB, bilinear resize); DatasetError if unreadable."""
+def decode_image(path: str, height: int, width: int, resample: str = "bicubic") -> np.ndarray:
+    """One image as uint8 3 x height x width (RGB, resized with `resample`); DatasetError if unreadable."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((width, height), _BILINEAR)
+            rgb = img.convert("RGB").resize((width, height), FILTERS[resample])
             return np.asarray(rgb).transpose(2, 0, 1)
     except MemoryError:
         raise
@@ -42,8 +44,10 @@ def decode_image(path: str, height: int, width: int) -> np.ndarray:
         raise DatasetError(f"cannot read image {path} ({reason}); replace or remove the file") from None
 
 
-def cache_key(paths: Sequence[str], height: int, width: int) -> str:
-    digest = hashlib.sha256(f"oaecmlr images v{FORMAT_VERSION} {height}x{width}\n".encode())
+def cache_key(paths: Sequence[str], height: int, width: int, resample: str = "bicubic") -> str:
+    # The bilinear key is the one older versions wrote, so their caches stay valid.
+    filter_tag = "" if resample == "bilinear" else f" {resample}"
+    digest = hashlib.sha256(f"oaecmlr images v{FORMAT_VERSION} {height}x{width}{filter_tag}\n".encode())
     for path in sorted(paths):
         try:
             stat = os.stat(path)
@@ -54,9 +58,9 @@ def cache_key(paths: Sequence[str], height: int, width: int) -> str:
 
 
 def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.PathLike | bool | None = None,
-                num_workers: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """uint8 tensor N x 3 x height x width, row i decoded from paths[i].
+                num_workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+                resample: str = "bicubic") -> torch.Tensor:
+    """uint8 tensor N x 3 x height x width, row i decoded from paths[i] and resized with `resample`.
 
     cache_dir: folder for the .npy cache (None: $OAECMLR_CACHE, else ~/.cache/oaecmlr); False: no disk.
     progress(done, total) is called from this thread as images finish.
@@ -71,14 +75,14 @@ def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.P
     cache_file = None
     if cache_dir is not False:
         folder = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
-        key = cache_key(sorted_paths, height, width)
+        key = cache_key(sorted_paths, height, width, resample)
         cache_file = folder / f"images-{height}x{width}-n{len(paths)}-{key[:32]}.npy"
     images = _read_cache(cache_file, shape) if cache_file else None
     if images is not None:
         if progress:
             progress(len(paths), len(paths))
     else:
-        images = _decode_all(sorted_paths, height, width, num_workers, progress)
+        images = _decode_all(sorted_paths, height, width, num_workers, progress, resample)
         if cache_file:
             _write_atomic(cache_file, images)
 
@@ -90,11 +94,11 @@ def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.P
 
 
 def _decode_all(paths: list[str], height: int, width: int, num_workers: int | None,
-                progress: Callable[[int, int], None] | None) -> np.ndarray:
+                progress: Callable[[int, int], None] | None, resample: str) -> np.ndarray:
     out = np.empty((len(paths), 3, height, width), dtype=np.uint8)
 
     def decode_into(i: int) -> None:
-        out[i] = decode_image(paths[i], height, width)
+        out[i] = decode_image(paths[i], height, width, resample)
 
     workers = num_workers or min(16, (os.cpu_count() or 1) + 2)
     pool = ThreadPoolExecutor(max_workers=workers)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oaecmlr.engine.bn_plan import RUNNING, plan_batchnorm
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -43,6 +45,8 @@ class DataSection:
     width: int = 128
     num_ids: int = 16  # P identities per batch
     num_instances: int = 16  # K images per identity
+    sampler: str = "reference"  # PK positives: "reference" (RandomMultipleGallerySampler) or "distinct"
+    resize: str = "bicubic"  # PIL filter into the image cache: "bicubic" (the reference) or "bilinear"
     eval_batch: int = 256
     cache_dir: str = ""  # empty: OAECMLR_CACHE or ~/.cache/oaecmlr
     holdout_ids: int = 0  # > 0: evaluate on this many held-out training ids, never on the test split
@@ -119,9 +123,11 @@ class SupervisedSection:
 
 @dataclass
 class TrainSection:
-    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
+    amp: bool = True  # bf16 autocast of the training step on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
+    amp_extract: bool = False  # bf16 also for clustering and test features (the reference extracts in float32)
     channels_last: bool = True
-    sync_bn: bool = True  # with several workers
+    bn_group: int = 64  # images per BatchNorm statistics group (the reference: 4 DataParallel GPUs); 0 = global batch
+    bn_running: str = "first"  # running statistics of the first group (as DataParallel's replica 0) or the "mean"
     dist_timeout: float = 300.0  # seconds before a hung worker fails the run
 
 
@@ -266,15 +272,46 @@ def validate(config: Config) -> None:
         (config.memory.mode in ("mean", "hard"), "memory.mode must be 'mean' or 'hard'"),
         (config.data.image_cache in ("auto", "device", "host"), "data.image_cache must be 'auto', 'device' or 'host'"),
         (config.data.num_ids >= 1 and config.data.num_instances >= 1, "data.num_ids and data.num_instances must be >= 1"),
+        (config.data.sampler in SAMPLERS, f"data.sampler must be one of {', '.join(SAMPLERS)}"),
+        (config.data.resize in RESIZE_FILTERS, f"data.resize must be one of {', '.join(RESIZE_FILTERS)}"),
+        (config.train.bn_running in RUNNING, f"train.bn_running must be one of {', '.join(RUNNING)}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    world = max(1, len([g for g in config.run.gpus.split(",") if g.strip()]))
+    batch = config.data.num_ids // world * world * config.data.num_instances
+    try:
+        plan_batchnorm(config.train.bn_group, batch, world)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+SAMPLERS = ("reference", "distinct")
+RESIZE_FILTERS = ("bicubic", "bilinear")
+# Settings added later with another default: a run written before them keeps the behaviour it had.
+RETIRED = {"train": ("sync_bn",)}
+LEGACY = {("train", "bn_group"): 0, ("data", "sampler"): "distinct", ("data", "resize"): "bilinear"}
+
+
+def with_legacy_defaults(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config as its run understood it: retired keys dropped, keys it predates set to
+    the behaviour of the code that wrote it (bf16 extraction followed train.amp then)."""
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in mapping.items()}
+    for section, keys in RETIRED.items():
+        for key in keys:
+            out.get(section, {}).pop(key, None)
+    if "train" in out and "bn_group" not in out["train"]:  # written before train.bn_group existed
+        for (section, key), value in LEGACY.items():
+            out.setdefault(section, {}).setdefault(key, value)
+        out["train"].setdefault("amp_extract", out["train"].get("amp", True))
+    return out
 
 
 def config_from_dict(mapping: dict[str, Any]) -> Config:
+    """The Config of a run folder's config.toml (older runs keep the behaviour they were run with)."""
     config = Config()
-    apply_mapping(config, mapping, "config.toml")
+    apply_mapping(config, with_legacy_defaults(mapping), "config.toml")
     return config
 
 

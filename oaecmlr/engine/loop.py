@@ -18,14 +18,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
 from oaecmlr.data.sampler import PKSampler, max_occurrences
-from oaecmlr.engine.config import Config
+from oaecmlr.engine.batchnorm import apply_plan, sync_running_stats
+from oaecmlr.engine.bn_plan import plan_batchnorm
+from oaecmlr.engine.config import Config, ConfigError
 from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
 from oaecmlr.engine.rundata import RunData
 from oaecmlr.engine.session import RunFailed, RunSession, StopRequested
 from oaecmlr.engine.state import FORMAT, VERSION, check_compatible, load_model_weights, restore_rng, rng_state
-from oaecmlr.engine.syncbn import convert_batchnorm
 from oaecmlr.models import build_model
 from oaecmlr.store.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from oaecmlr.store.runs import RunDir
@@ -56,6 +57,12 @@ class Loop:
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
         self.amp = cfg.train.amp and fast_bf16(device)
+        self.amp_extract = cfg.train.amp_extract and fast_bf16(device)
+        per_rank = cfg.data.num_ids // dist.world_size * cfg.data.num_instances
+        try:
+            self.bn_plan = plan_batchnorm(cfg.train.bn_group, per_rank * dist.world_size, dist.world_size)
+        except ValueError as exc:  # torchrun decides the world size only now
+            raise ConfigError(str(exc)) from None
         self.channels_last = cfg.train.channels_last
         torch.manual_seed(cfg.run.seed)
         self.core = build_model(cfg.model.arch, cfg.model.pretrained or None, cfg.model.pooling, cfg.model.last_stride,
@@ -89,14 +96,21 @@ class Loop:
         return self.core
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Several workers: global-batch BatchNorm, then DistributedDataParallel."""
+        """BatchNorm statistics groups of `train.bn_group`; several workers: DistributedDataParallel.
+        Outside whole-batch BatchNorm each worker keeps its own running statistics until
+        `sync_batchnorm` (so DDP does not broadcast buffers)."""
+        cuda = self.device.type == "cuda"
+        apply_plan(model, self.bn_plan, self.dist.world_size, self.dist.rank, cuda, self.config.train.bn_running,
+                   distributed=self.dist.active)
         if not self.dist.active:
             return self.train_module()
-        cuda = self.device.type == "cuda"
-        if self.config.train.sync_bn:
-            convert_batchnorm(model, cuda)
-        module = self.train_module()
-        return DistributedDataParallel(module, device_ids=[self.device.index] if cuda else None)
+        return DistributedDataParallel(self.train_module(), device_ids=[self.device.index] if cuda else None,
+                                       broadcast_buffers=self.bn_plan.mode == "whole")
+
+    def sync_batchnorm(self) -> None:
+        """Every worker's BatchNorm running statistics made the plan's (before features or checkpoints)."""
+        if self.bn_plan.mode != "whole":
+            sync_running_stats(self.core, self.config.train.bn_running, self.dist.world_size)
 
     # the loop -----------------------------------------------------------------------------------------
     def run_loop(self, resume: bool) -> dict | None:
@@ -117,6 +131,7 @@ class Loop:
                 phase = self.prepare_epoch(epoch)
             self.current_phase = phase
             self.train_epoch(phase)
+            self.sync_batchnorm()
             self.scheduler.step()
             if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
                 self.evaluate(epoch)
@@ -152,7 +167,7 @@ class Loop:
         counts = [bounds[r + 1] - bounds[r] for r in range(world)]
         start = bounds[self.dist.rank]
         local = extract_features(self.core, images, self.out_size, self.config.data.eval_batch, self.device,
-                                 self.amp, self.channels_last, rows=range(start, start + counts[self.dist.rank]))
+                                 self.amp_extract, self.channels_last, rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
 
     def evaluate(self, epoch: int) -> dict:
@@ -189,7 +204,8 @@ class Loop:
         cfg = self.config
         sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
                             num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
-                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size)
+                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+                            rule=cfg.data.sampler)
         host = torch.from_numpy(sampler.batches())
         if host.numel() == 0:
             raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
@@ -229,6 +245,7 @@ class Loop:
         if self.dist.any(reason is not None, self.device) and done < total:
             phase.iteration = done
             self.emit("stopped", epoch=phase.epoch, iteration=done, reason=reason or "stopped by rank 0")
+            self.sync_batchnorm()
             self.save_checkpoint(phase.epoch - 1, phase)
             if self.session:
                 self.session.set_status("stopped")

@@ -60,7 +60,7 @@ def load_run_data(data: DataSection, progress: Callable[[str, int, int], None] |
                 raise DatasetError(f"the {split} split of {data.dataset} is empty under {splits.root}")
             callback = (lambda done, total, s=split: progress(s, done, total)) if progress else None
             images[split] = load_images([r.path for r in records], data.height, data.width,
-                                        cache_dir=data.cache_dir or None, progress=callback)
+                                        cache_dir=data.cache_dir or None, progress=callback, resample=data.resize)
     run_data = RunData(splits.name, *(_split(splits.split(s), images[s]) for s in ("train", "query", "gallery")),
                        stats=splits.stats())
     return hold_out(run_data, data.holdout_ids) if data.holdout_ids else run_data
