@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from oaecmlr.config import plan_batchnorm
 from oaecmlr.engine.batchnorm import apply_plan
-from oaecmlr.engine.bn_plan import plan_batchnorm
 from oaecmlr.models import build_model
 
 

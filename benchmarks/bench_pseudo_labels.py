@@ -3,6 +3,10 @@ images, D = 2048, against the dense O(N^2) reference measured in the same run wh
 
     python benchmarks/bench_pseudo_labels.py                  # all sizes, CPU (and CUDA if present)
     python benchmarks/bench_pseudo_labels.py --sizes 12936 --device cpu
+    python benchmarks/bench_pseudo_labels.py --sizes 12936 --device cpu --camera   # CA-Jaccard against plain
+
+`--camera` measures the camera-aware pseudo-labels (CA-Jaccard, six cameras, published k's) beside
+the plain ones in the same run, instead of the dense reference.
 
 Each measurement runs in a fresh subprocess so that its peak memory is its own.
 """
@@ -22,30 +26,33 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def clustered_features(n: int, dim: int, device: str, seed: int = 0) -> torch.Tensor:
-    """Re-ID-like features: ~17 images per identity around identity centres, plus camera offsets."""
+def clustered_features(n: int, dim: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-ID-like features: ~17 images per identity around identity centres, plus camera offsets
+    (six cameras); returns the features and the cameras."""
     g = torch.Generator().manual_seed(seed)
     ids = max(1, n // 17)
     centres = torch.nn.functional.normalize(torch.randn(ids, dim, generator=g), dim=1)
     cameras = 0.35 * torch.nn.functional.normalize(torch.randn(6, dim, generator=g), dim=1)
-    x = centres[torch.randint(0, ids, (n,), generator=g)] + cameras[torch.randint(0, 6, (n,), generator=g)]
+    identity, camids = torch.randint(0, ids, (n,), generator=g), torch.randint(0, 6, (n,), generator=g)
+    x = centres[identity] + cameras[camids]
     x = x + 0.55 * torch.randn(n, dim, generator=g) / dim**0.5 * 2
-    return torch.nn.functional.normalize(x, dim=1).to(device)
+    return torch.nn.functional.normalize(x, dim=1).to(device), camids
 
 
 def measure(kind: str, n: int, dim: int, device: str) -> dict:
     """One measurement in this process (called in a subprocess by main)."""
-    features = clustered_features(n, dim, device)
+    features, camids = clustered_features(n, dim, device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    if kind == "ours":
+    if kind in ("ours", "camera"):
         from oaecmlr import pseudo_labels
 
-        pseudo_labels(features[:2000])  # warm-up of lazy initialisations on a small slice
+        camera = {"camids": camids} if kind == "camera" else {}
+        pseudo_labels(features[:2000], **({"camids": camids[:2000]} if camera else {}))  # warm-up on a small slice
         start = time.perf_counter()
-        result = pseudo_labels(features)
+        result = pseudo_labels(features, **camera)
         stages = {k: round(v, 3) for k, v in result.timings.items()}
         clusters, outliers, backend = result.num_clusters, result.num_outliers, result.knn_backend
     else:
@@ -86,6 +93,7 @@ def main() -> None:
     parser.add_argument("--device", default="all", help="cpu, cuda or all")
     parser.add_argument("--dense-max", type=int, default=13000, help="largest N for the dense reference")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--camera", action="store_true", help="CA-Jaccard beside the plain pseudo-labels")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -100,7 +108,16 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             ours = run_child("ours", n, args.dim, device, args.timeout)
             print(json.dumps(ours))
-            if device == "cpu" and n <= args.dense_max:
+            if args.camera:
+                camera = run_child("camera", n, args.dim, device, args.timeout)
+                print(json.dumps(camera))
+                if "error" not in ours and "error" not in camera:
+                    print(f"N={n} {device}: camera-aware {camera['seconds']:.1f} s / {camera['peak_rss_gb']:.2f} GB "
+                          f"peak, plain {ours['seconds']:.1f} s / {ours['peak_rss_gb']:.2f} GB: "
+                          f"x{camera['seconds'] / ours['seconds']:.2f} time, "
+                          f"x{camera['peak_rss_gb'] / ours['peak_rss_gb']:.2f} memory; clusters {camera['clusters']} "
+                          f"vs {ours['clusters']}")
+            elif device == "cpu" and n <= args.dense_max:
                 dense = run_child("dense", n, args.dim, device, args.timeout)
                 print(json.dumps(dense))
                 if "error" not in ours and "error" not in dense:

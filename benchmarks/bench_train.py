@@ -5,7 +5,7 @@ It measures, in one run on one device:
 2. the real loop: the engine's own `train_epoch` (uint8 image cache, sampler, device-side
    augmentation, forward, memory loss, backward, step, memory update), on a synthetic
    Market-sized image set, so no dataset is needed;
-3. the per-epoch overhead: feature extraction, pseudo-labels, OAE and CMLR (`prepare_epoch`);
+3. the per-epoch overhead: feature extraction, pseudo-labels, OAE and CMLR (`epoch_labels`);
 and prints images/s for 1 and 2, their ratio, the stages of 3, and the projected time of the
 full 50 x 400 recipe (the Market recipe has 200 iterations; 400 is MSMT17's and the issue's figure).
 
@@ -34,22 +34,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oaecmlr.engine.config import load_config
-from oaecmlr.engine.distributed import SINGLE, Dist
+from oaecmlr.config import load_config
+from oaecmlr.engine.distributed import SINGLE, Dist, init_group
 from oaecmlr.engine.features import autocast
-from oaecmlr.engine.loop import Phase
+from oaecmlr.engine.loop import EpochLabels
 from oaecmlr.engine.placement import place_images
 from oaecmlr.engine.rundata import RunData, Split
 from oaecmlr.engine.usl import UnsupervisedLoop
-from oaecmlr.engine.workers import init_group
 from oaecmlr.store.runs import RunDir
+from oaecmlr.store.schema import Cluster
 
 
 class Recording(UnsupervisedLoop):
     """The real loop, with its events kept in memory instead of a run folder."""
 
-    def emit(self, event: str, **fields) -> None:
-        self.events.append({"event": event, **fields})
+    def emit(self, event) -> None:
+        self.events.append(event)
 
 
 def synthetic_split(images: int, ids: int, height: int, width: int, seed: int) -> Split:
@@ -97,12 +97,12 @@ def pure_compute(loop: Recording, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def real_loop(loop: Recording, phase: Phase, batch: int, iterations: int) -> float:
+def real_loop(loop: Recording, phase: EpochLabels, batch: int, iterations: int) -> float:
     """Images/s of the engine's own train_epoch, after one warm-up epoch."""
-    loop.train_epoch(Phase(1, 0, phase.labels, phase.soft, phase.soft_index))
+    loop.train_epoch(EpochLabels(1, phase.labels, phase.soft, phase.soft_index))
     sync(loop.device)
     start = time.perf_counter()
-    loop.train_epoch(Phase(2, 0, phase.labels, phase.soft, phase.soft_index))
+    loop.train_epoch(EpochLabels(2, phase.labels, phase.soft, phase.soft_index))
     sync(loop.device)
     return batch * iterations / (time.perf_counter() - start)
 
@@ -154,10 +154,10 @@ def main() -> None:
     print("image cache: " + ", ".join(f"{name} {where}" for name, where in data.stats["image_cache"].items()))
 
     start = time.perf_counter()
-    phase = loop.prepare_epoch(1)
+    phase = loop.epoch_labels(1)
     sync(device)
     overhead = time.perf_counter() - start
-    stages = next(e for e in loop.events if e["event"] == "cluster")["timings"]
+    stages = next(e for e in loop.events if isinstance(e, Cluster)).timings
     print(f"epoch overhead {overhead:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
     compute = pure_compute(loop, batch, iterations)
@@ -183,7 +183,7 @@ def main() -> None:
               f"{' + gallery extraction' if args.msmt else ''})")
     if args.ddp:
         ddp_loop = build(config, data, device, distributed_world_of_one(device))
-        ddp_phase = ddp_loop.prepare_epoch(1)  # its own memory; the same labels (same weights, same features)
+        ddp_phase = ddp_loop.epoch_labels(1)  # its own memory; the same labels (same weights, same features)
         ddp = real_loop(ddp_loop, ddp_phase, batch, iterations)
         backend = torch.distributed.get_backend()
         result.update(distributed_backend=backend, distributed_images_per_s=round(ddp, 1),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oaecmlr.knn import knn
+from oaecmlr.core.knn import knn
 
 
 def _reciprocal(ranked: np.ndarray, i: int, k: int) -> np.ndarray:

@@ -1,22 +1,32 @@
 """oaecmlr: unsupervised person re-ID with Outliers Adaptation Exploration (OAE) and Centroids
 Matching Label Refinement (CMLR), on a fast, dependency-light clustering core.
 
-The core imports only torch, numpy and scipy.
+Layout (docs/architecture.md): `core` (pure functions: torch, numpy, scipy), `data`, `models`,
+`config`, `engine` (training), `store` (run folders and their events, no torch), `cli`; the
+dashboard is the package `oaecmlr_tui`.
+
+The core's functions are reachable from here too (`from oaecmlr import pseudo_labels, oae`); they
+load on first use, so `import oaecmlr` (and the CLI's start) costs no torch import.
 """
 
-from oaecmlr.cmlr import CMLRResult, cmlr
-from oaecmlr.dbscan import dbscan
-from oaecmlr.evaluation import evaluate_rank
-from oaecmlr.jaccard import jaccard_distance
-from oaecmlr.knn import knn
-from oaecmlr.memory import ClusterMemory
-from oaecmlr.oae import OAEResult, oae
-from oaecmlr.pseudo_labelling import PseudoLabels, pseudo_labels
-from oaecmlr.rerank import re_rank
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CMLRResult", "ClusterMemory", "OAEResult", "PseudoLabels", "cmlr", "dbscan", "evaluate_rank",
-    "jaccard_distance", "knn", "oae", "pseudo_labels", "re_rank", "__version__",
-]
+_PUBLIC = {
+    "CMLRResult": "cmlr", "cmlr": "cmlr", "dbscan": "dbscan", "evaluate_rank": "evaluation",
+    "jaccard_distance": "jaccard", "knn": "knn", "ClusterMemory": "memory", "OAEResult": "oae", "oae": "oae",
+    "PseudoLabels": "pseudo_labelling", "pseudo_labels": "pseudo_labelling", "re_rank": "rerank",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f"oaecmlr.core.{_PUBLIC[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'oaecmlr' has no attribute {name!r}")

@@ -16,7 +16,7 @@ TINY = [
 
 
 def tiny_config(*extra: str, epochs: int | None = None):
-    from oaecmlr.engine.config import load_config
+    from oaecmlr.config import load_config
 
     sets = TINY + list(extra) + ([f"run.epochs={epochs}"] if epochs is not None else [])
     return load_config("demo", sets=sets)
@@ -36,6 +36,8 @@ def tiny_sets() -> list[str]:
 
 
 def events_of(run_path: Path) -> list[dict]:
+    """A run's events as their JSON objects (each one checked against the schema on the way)."""
     from oaecmlr.store.events import read_events
+    from oaecmlr.store.schema import to_record
 
-    return read_events(Path(run_path) / "events.jsonl")
+    return [to_record(e) for e in read_events(Path(run_path) / "events.jsonl")]

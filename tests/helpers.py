@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-# `oaecmlr.knn` as an attribute of the package is the `knn` function (re-exported by
+# `oaecmlr.core.knn` as an attribute of the package is the `knn` function (re-exported by
 # `oaecmlr/__init__.py`), so tests reach the module itself through importlib.
-knn_module = importlib.import_module("oaecmlr.knn")
+knn_module = importlib.import_module("oaecmlr.core.knn")
 
 
 class PreconditionError(RuntimeError):

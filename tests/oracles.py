@@ -111,7 +111,7 @@ def cluster_centroids(features: np.ndarray, labels: np.ndarray):
 
 
 def oae_round(features, jaccard, ranked, labels, k, rho, min_samples):
-    """One OAE round by brute force (method.md section 3), against the clusters as they stand.
+    """One OAE round by brute force (docs/method.md section 3), against the clusters as they stand.
 
     `jaccard` is a dense N x N distance (1 = no shared support), `ranked` the (N, >= k+1) ranked
     lists, self first. Jaccard values equal to 1e-9 count as tied (cosine decides), and values
@@ -157,7 +157,7 @@ def oae_rounds(features, jaccard, ranked, labels, k, rho, rounds, min_samples):
 
 
 def cmlr_soft_labels(features, labels, lam, tau_r, top_k=None):
-    """Refined labels q_i of the clustered samples (method.md section 4), in float64."""
+    """Refined labels q_i of the clustered samples (docs/method.md section 4), in float64."""
     f = np.asarray(features, dtype=np.float64)
     centroids, radii, _ = cluster_centroids(f, labels)
     index = np.flatnonzero(labels >= 0)

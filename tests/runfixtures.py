@@ -1,4 +1,5 @@
-"""Run folders written directly (no training) for CLI and dashboard tests: finished, running, failed."""
+"""Run folders written without training, for CLI and dashboard tests: finished, running, failed,
+stopped. The events go through the real `EventWriter` and schema, with a clock of the fixture's own."""
 
 from __future__ import annotations
 
@@ -8,63 +9,83 @@ import socket
 import time
 from pathlib import Path
 
-from oaecmlr.engine.config import Config, set_value, to_toml
-from oaecmlr.store.events import SCHEMA_VERSION
+from oaecmlr.config import Config, set_value, to_toml
+from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
+from oaecmlr.store.schema import (
+    Cluster,
+    End,
+    EpochEnd,
+    EpochStart,
+    Eval,
+    Event,
+    Failure,
+    Iter,
+    Start,
+    Stopped,
+)
+
+DATA = {"train": {"images": 500, "ids": 50, "cams": 4}, "query": {"images": 80, "ids": 20, "cams": 4},
+        "gallery": {"images": 160, "ids": 20, "cams": 4}}
 
 
 def run_events(name: str, epochs: int = 4, iterations: int = 10, eval_every: int = 2, base_map: float = 0.1,
-               gain: float = 0.05, dataset: str = "synthetic", world_size: int = 1, start_time: float | None = None,
-               state: str = "finished", upto_epoch: int | None = None) -> list[dict]:
-    """A plausible event stream; `state` running stops mid-epoch, failed ends with a failure."""
-    t = start_time or time.time() - 3600
-    events = [{"event": "start", "time": t, "schema": SCHEMA_VERSION, "pid": os.getpid(), "host": socket.gethostname(),
-               "kind": "usl", "run": name, "dataset": dataset, "epochs": epochs, "iterations": iterations,
-               "arch": "resnet18", "world_size": world_size, "per_rank_batch": 64 // world_size, "global_batch": 64,
-               "lr": 3.5e-4, "device": "cpu", "seed": 0,
-               "data": {"train": {"images": 500, "ids": 50, "cams": 4}, "query": {"images": 80, "ids": 20, "cams": 4},
-                        "gallery": {"images": 160, "ids": 20, "cams": 4}}}]
-
-    def ev(kind, **fields):
-        nonlocal t
-        t += 1.0
-        events.append({"event": kind, "time": t, **fields})
+               gain: float = 0.05, dataset: str = "synthetic", world_size: int = 1, state: str = "finished",
+               upto_epoch: int | None = None, provenance: dict | None = None) -> list[Event]:
+    """A plausible event stream (times come from the writer's clock); `state` running stops
+    mid-epoch, failed ends with a failure, stopped with a stop inside the last epoch."""
+    events: list[Event] = [Start(schema=SCHEMA_VERSION, pid=os.getpid(), host=socket.gethostname(), kind="usl",
+                                 run=name, dataset=dataset, epochs=epochs, iterations=iterations, arch="resnet18",
+                                 world_size=world_size, per_rank_batch=64 // world_size, global_batch=64, lr=3.5e-4,
+                                 device="cpu", seed=0, data=DATA, provenance=provenance or {})]
 
     def evaluation(epoch):
         m = base_map + gain * epoch
-        ev("eval", epoch=epoch, mAP=m, rank1=min(1.0, m + 0.1), rank5=min(1.0, m + 0.2), rank10=min(1.0, m + 0.25),
-           mINP=m / 2, num_query=80, num_gallery=160, skipped_queries=0, rerank=False, seconds=0.5)
+        events.append(Eval(epoch=epoch, mAP=m, rank1=min(1.0, m + 0.1), rank5=min(1.0, m + 0.2),
+                           rank10=min(1.0, m + 0.25), mINP=m / 2, num_query=80, num_gallery=160, seconds=0.5))
 
     evaluation(0)
     last = epochs if upto_epoch is None else upto_epoch
     for epoch in range(1, last + 1):
-        ev("epoch_start", epoch=epoch, lr=3.5e-4)
-        ev("cluster", epoch=epoch, clusters=40 + epoch, outliers_before=100 - 5 * epoch, outliers_after=80 - 5 * epoch,
-           oae_assigned=20, oae_passed_neighbourhood=30, cmlr_entropy=0.3, cmlr_weight=0.2,
-           size_histogram={"4-7": 30, "8-15": 10 + epoch}, knn_backend="torch",
-           timings={"extract": 0.5, "knn": 0.1, "encode": 0.1, "jaccard": 0.1, "dbscan": 0.01, "oae": 0.05, "cmlr": 0.02},
-           purity=0.8, nmi=0.85, oae_precision=0.7, cross_camera=0.05)
-        partial = state == "running" and epoch == last
+        events.append(EpochStart(epoch=epoch, lr=3.5e-4))
+        events.append(Cluster(epoch=epoch, clusters=40 + epoch, outliers_before=100 - 5 * epoch,
+                              outliers_after=80 - 5 * epoch, oae_assigned=20, oae_passed_neighbourhood=30,
+                              cmlr_entropy=0.3, cmlr_weight=0.2, size_histogram={"4-7": 30, "8-15": 10 + epoch},
+                              knn_backend="torch", timings={"extract": 0.5, "knn": 0.1, "encode": 0.1, "jaccard": 0.1,
+                                                            "dbscan": 0.01, "oae": 0.05, "cmlr": 0.02},
+                              purity=0.8, nmi=0.85, oae_precision=0.7, cross_camera=0.05, cameras_per_cluster=1.1,
+                              cross_camera_images=0.08))
+        partial = state in ("running", "stopped") and epoch == last
         for it in range(1, (iterations // 2 if partial else iterations) + 1):
-            ev("iter", epoch=epoch, iteration=it, total_iterations=iterations, loss=5.0 - 0.1 * epoch - 0.01 * it,
-               lr=3.5e-4, images_per_s=100.0)
+            events.append(Iter(epoch=epoch, iteration=it, total_iterations=iterations,
+                               loss=5.0 - 0.1 * epoch - 0.01 * it, lr=3.5e-4, images_per_s=100.0))
         if partial:
             break
         if epoch % eval_every == 0 or epoch == epochs:
             evaluation(epoch)
-        ev("epoch_end", epoch=epoch, seconds=12.0)
+        events.append(EpochEnd(epoch=epoch, seconds=12.0))
     if state == "finished":
-        best = max((e for e in events if e["event"] == "eval" and e["epoch"] > 0), key=lambda e: e["mAP"], default=None)
-        ev("end", status="finished", best=None if best is None else {k: best[k] for k in ("epoch", "mAP", "rank1", "rank5", "rank10", "mINP")})
+        best = max((e for e in events if isinstance(e, Eval) and e.epoch > 0), key=lambda e: e.mAP, default=None)
+        events.append(End(best=None if best is None else {k: getattr(best, k) for k in
+                                                          ("epoch", "mAP", "rank1", "rank5", "rank10", "mINP")}))
     elif state == "failed":
-        ev("failure", epoch=last, error="loss became nan at epoch 2 iteration 5; kept the last good checkpoint", rank=0)
+        events.append(Failure(epoch=last, error="loss became nan at epoch 2 iteration 5; lower optim.lr", rank=0))
     elif state == "stopped":
-        ev("stopped", epoch=last, iteration=5, reason="SIGTERM")
+        events.append(Stopped(epoch=last, iteration=iterations // 2, reason="SIGTERM"))
     return events
 
 
+def write_events(path: str | Path, events: list[Event], start_time: float, step: float = 1.0) -> None:
+    """Append `events` with the real writer, one `step` second apart from `start_time`."""
+    clock = iter(start_time + step * i for i in range(len(events)))
+    writer = EventWriter(Path(path), clock=lambda: next(clock))
+    for event in events:
+        writer.write(event)
+    writer.close()
+
+
 def make_run(root: str | Path, name: str, state: str = "finished", sets: dict | None = None, pid: int | None = None,
-             **event_options) -> Path:
-    """Write RUNS/name with config.toml, events.jsonl and status.json; returns the folder."""
+             start_time: float | None = None, **event_options) -> Path:
+    """Write RUNS/name with config.toml, events.jsonl, status.json and log.txt; returns the folder."""
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=True)
     config = Config()
@@ -74,10 +95,11 @@ def make_run(root: str | Path, name: str, state: str = "finished", sets: dict | 
     (path / "config.toml").write_text(to_toml(config))
     events = run_events(name, state=state, eval_every=config.run.eval_every if sets and "run.eval_every" in sets else 2,
                         **event_options)
-    (path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    start = start_time or time.time() - 3600
+    write_events(path / "events.jsonl", events, start)
     status_state = {"finished": "finished", "failed": "failed", "stopped": "stopped", "running": "running"}[state]
     status = {"state": status_state, "pid": pid if pid is not None else os.getpid(), "host": socket.gethostname(),
-              "started": events[0]["time"], "updated": events[-1]["time"]}
+              "started": start, "updated": start + len(events) - 1}
     (path / "status.json").write_text(json.dumps(status))
     (path / "log.txt").write_text("".join(f"line {i} of the log\n" for i in range(30)))
     return path
@@ -92,7 +114,5 @@ def dead_pid() -> int:
     return process.pid
 
 
-def append_events(path: str | Path, events: list[dict]) -> None:
-    with open(Path(path) / "events.jsonl", "a") as f:
-        for e in events:
-            f.write(json.dumps(e) + "\n")
+def append_events(path: str | Path, events: list[Event], start_time: float | None = None) -> None:
+    write_events(Path(path) / "events.jsonl", events, start_time or time.time())

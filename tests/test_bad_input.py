@@ -77,7 +77,7 @@ def test_unknown_set_key(tmp_path):
     result = cli("run", "demo", "--set", "oae.rhoo=1", "--runs-dir", str(tmp_path))
     assert_one_line_error(result, "oae.rhoo", "rho")
     result = cli("run", "demo", "--set", "oae.rho=abc", "--runs-dir", str(tmp_path))
-    assert_one_line_error(result, "oae.rho", "float")
+    assert_one_line_error(result, "oae.rho", "expects a number")
 
 
 def test_existing_run_name_is_refused_and_left_intact(tmp_path):

@@ -13,8 +13,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from torch import nn
 
+from oaecmlr.config import BatchNormPlan, plan_batchnorm
 from oaecmlr.engine.batchnorm import GroupBatchNorm, apply_plan, sync_running_stats
-from oaecmlr.engine.bn_plan import BatchNormPlan, plan_batchnorm
 
 EPS, MOMENTUM = 1e-5, 0.1
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from oaecmlr.data import cache
 from oaecmlr.data.cache import load_images
-from oaecmlr.data.records import DatasetError
+from oaecmlr.errors import DatasetError
 
 H, W = 16, 8
 

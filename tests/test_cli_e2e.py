@@ -13,12 +13,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from oaecmlr.cli.app import app
-from oaecmlr.store.events import read_events
+from oaecmlr.store.events import read_events as read_typed
+from oaecmlr.store.schema import to_record
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
 TINY = ["run.iterations=2", "data.synthetic_ids=20", "data.synthetic_test_ids=10", "data.height=32",
         "data.width=16", "cluster.k1=5", "cluster.min_samples=2"]
+
+
+def read_events(path) -> list[dict]:
+    return [to_record(e) for e in read_typed(path)]
 
 
 def tiny_sets(epochs: int = 1, *extra: str) -> list[str]:

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 import oaecmlr.engine.launch
 from oaecmlr.cli.app import app
 from oaecmlr.cli.sweep import parse_grid, parse_seeds, run_name
-from oaecmlr.data.records import DatasetError
-from oaecmlr.engine.config import ConfigError, to_toml
-from oaecmlr.store.runs import RunDir, RunError, check_name
+from oaecmlr.config import to_toml
+from oaecmlr.errors import ConfigError, DatasetError, RunError
+from oaecmlr.store.runs import RunDir, check_name
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""CMLR soft labels: properties and a float64 oracle (method.md section 4)."""
+"""CMLR soft labels: properties and a float64 oracle (docs/method.md section 4)."""
 
 import numpy as np
 import oracles

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from oaecmlr.data.datasets import DATASETS, get_spec, load_dataset, resolve_data_root
-from oaecmlr.data.records import DatasetCountWarning, DatasetError
+from oaecmlr.data.records import DatasetCountWarning
+from oaecmlr.errors import DatasetError
 
 # Tiny datasets never have the standard sizes; the warning has its own test.
 pytestmark = pytest.mark.filterwarnings("ignore::oaecmlr.data.records.DatasetCountWarning")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from oaecmlr.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
+from oaecmlr.core.diagnostics import cluster_size_histogram, nmi, oae_precision, purity
 
 
 def with_singletons(labels):
@@ -94,7 +94,7 @@ def test_cluster_size_histogram():
 
 
 def test_cross_camera_fraction():
-    from oaecmlr.diagnostics import cross_camera_fraction
+    from oaecmlr.core.diagnostics import cross_camera_fraction
 
     labels = np.array([0, 0, 1, 1, 2, -1, 2])
     camids = np.array([0, 1, 0, 0, 1, 0, 1])

@@ -10,10 +10,11 @@ import pytest
 import torch
 from enginefixtures import cli, events_of, tiny_config
 
+from oaecmlr.engine.checkpoint import load_checkpoint
 from oaecmlr.engine.launch import resume_run, start_run
-from oaecmlr.engine.session import RunFailed
-from oaecmlr.store.checkpoint import load_checkpoint
+from oaecmlr.errors import RunFailed
 from oaecmlr.store.events import SCHEMA_VERSION
+from oaecmlr.store.schema import Iter, Loading
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +89,7 @@ def test_graceful_stop_mid_epoch_then_resume_matches_uninterrupted(finished_run,
     _, reference = finished_run
 
     def stop_in_epoch_two(event):
-        if event["event"] == "iter" and event["epoch"] == 2 and event["iteration"] == 1:
+        if isinstance(event, Iter) and event.epoch == 2 and event.iteration == 1:
             (tmp_path / "stopped" / "STOP").write_text("now")
 
     run = start_run(tiny_config(), "stopped", str(tmp_path), preset="demo", listener=stop_in_epoch_two)
@@ -107,7 +108,7 @@ def test_graceful_stop_mid_epoch_then_resume_matches_uninterrupted(finished_run,
 
 
 def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from oaecmlr.memory import ClusterMemory
+    from oaecmlr.core.memory import ClusterMemory
 
     original = ClusterMemory.forward
     calls = {"n": 0}
@@ -131,7 +132,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 def test_pretrain_then_init_starts_from_the_supervised_model(tmp_path):
     from enginefixtures import TINY
 
-    from oaecmlr.engine.config import load_config
+    from oaecmlr.config import load_config
 
     supervised = load_config("demo", sets=TINY, supervised=True)
     assert supervised.run.kind == "supervised"
@@ -160,6 +161,6 @@ def test_start_is_the_first_event_even_when_images_are_decoded(tmp_path):
     seen = []
     config = tiny_config("run.epochs=1", "data.dataset=cuhk03", f"data.root={data}", f"data.cache_dir={tmp_path / 'c'}")
     run = start_run(config, "decoded", str(tmp_path), listener=seen.append)
-    assert any(e["event"] == "loading" for e in seen)  # shown on the console
+    assert any(isinstance(e, Loading) for e in seen)  # shown on the console
     events = events_of(run.path)
     assert events[0]["event"] == "start" and not any(e["event"] == "loading" for e in events)

@@ -1,4 +1,4 @@
-"""Market-1501 evaluation against the per-query torchreid loop (method.md section 5)."""
+"""Market-1501 evaluation against the per-query torchreid loop (docs/method.md section 5)."""
 
 import numpy as np
 import oracles

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oaecmlr.engine.config import ConfigError, config_from_dict, load_config
+from oaecmlr.config import config_from_dict, load_config
+from oaecmlr.errors import ConfigError
 
 PAPER = ("market", "duke", "msmt17", "duke2market", "market2duke", "market2msmt", "duke2msmt")
 
@@ -55,7 +56,7 @@ def test_features_are_extracted_in_float32_even_when_training_uses_bf16(tmp_path
 
     from oaecmlr.engine import loop as loop_module
     from oaecmlr.engine.features import extract_features
-    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
     from oaecmlr.store.runs import RunDir
 

@@ -10,9 +10,9 @@ import torch
 from helpers import clustered_features, dense, knn_module, stored_mask, triplets
 
 from oaecmlr import jaccard_distance, pseudo_labels
-from oaecmlr.jaccard import jaccard_rows
+from oaecmlr.core.jaccard import jaccard_rows
 
-jaccard_module = importlib.import_module("oaecmlr.jaccard")
+jaccard_module = importlib.import_module("oaecmlr.core.jaccard")
 
 CASES = [  # (N, D, k1, k2): odd and even k1 (round(k1/2) is half to even), k2 = 1 (no expansion)
     (200, 16, 20, 6),
@@ -171,7 +171,7 @@ def test_cuda_matches_cpu():
 
 
 def test_symmetrize_keeps_a_symmetric_matrix_exactly():
-    from oaecmlr.jaccard import jaccard_from_features, symmetrize
+    from oaecmlr.core.jaccard import jaccard_from_features, symmetrize
 
     f = torch.from_numpy(clustered_features(150, 16, num_clusters=8, seed=11)[0])
     csr = jaccard_from_features(f, k1=10, k2=3)
@@ -180,7 +180,7 @@ def test_symmetrize_keeps_a_symmetric_matrix_exactly():
     # an asymmetric input takes the upper triangle's values on both sides
     bumped = csr.val.clone()
     bumped[csr.col.numel() // 2] += 1e-3
-    from oaecmlr.jaccard import Csr
+    from oaecmlr.core.jaccard import Csr
 
     fixed = symmetrize(Csr(csr.crow, csr.col, bumped, csr.num_cols)).to_scipy()
     assert (fixed != fixed.T).nnz == 0

@@ -7,7 +7,7 @@ from helpers import clustered_features, exact_ranking, knn_module, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oaecmlr.knn import knn, rank_candidates, rank_rows
+from oaecmlr.core.knn import knn, rank_candidates, rank_rows
 
 HAS_FAISS = knn_module.faiss_available()
 

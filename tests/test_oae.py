@@ -1,4 +1,4 @@
-"""OAE against a brute-force oracle of constraints A and B (method.md section 3), plus properties."""
+"""OAE against a brute-force oracle of constraints A and B (docs/method.md section 3), plus properties."""
 
 import numpy as np
 import oracles
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oaecmlr import jaccard_distance, oae, pseudo_labels
-from oaecmlr.knn import knn
+from oaecmlr.core.knn import knn
 
 K1 = 20
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from oaecmlr.engine.config import ConfigError
 from oaecmlr.engine.placement import GiB, place_images, plan_placement
 from oaecmlr.engine.rundata import RunData, Split
+from oaecmlr.errors import ConfigError
 
 MSMT = {"train": 32621 * 98304, "query": 11659 * 98304, "gallery": 82161 * 98304}  # 256x128x3 uint8
 
@@ -55,7 +55,7 @@ def test_on_the_cpu_nothing_moves():
 def test_cuda_placement_and_a_training_batch_from_either_cache(mode, where):
     from enginefixtures import tiny_config
 
-    from oaecmlr.engine.launch import build_loop
+    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
     from oaecmlr.store.runs import RunDir
 
@@ -66,7 +66,7 @@ def test_cuda_placement_and_a_training_batch_from_either_cache(mode, where):
     assert (data.train.images.device.type == "cuda") == (where == "cuda")
     assert where == "cuda" or data.train.images.is_pinned()
     loop = build_loop(config, RunDir(__import__("pathlib").Path("/nonexistent")), data, device, None)
-    batches, host, _ = loop.epoch_batches(loop.prepare_epoch(1))
+    batches, host, _ = loop.epoch_batches(loop.epoch_labels(1))
     torch.manual_seed(0)
     x = loop.batch_images(batches[0], host[0])
     assert x.device.type == "cuda" and x.shape[0] == batches.shape[1]

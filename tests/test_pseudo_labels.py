@@ -8,7 +8,7 @@ import torch
 from helpers import clustered_features, dense, require, sklearn_dbscan, triplets
 
 from oaecmlr import dbscan, jaccard_distance, pseudo_labels
-from oaecmlr.knn import knn
+from oaecmlr.core.knn import knn
 
 DATA = [(300, 32, 30, 6, 0), (250, 16, 20, 6, 1), (200, 16, 20, 1, 2)]
 

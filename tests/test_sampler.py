@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oaecmlr.data.sampler import RULES, PKSampler, SupervisedPKSampler, batched_indices
+from oaecmlr.data.sampler import RULES, PKSampler
 
 
 def check_block(block, labels, cams, k):
@@ -100,10 +100,6 @@ def test_fewer_ids_than_p_and_empty(rule):
     assert len(empty) == 0 and list(empty) == []
 
 
-def test_supervised_alias():
-    assert SupervisedPKSampler is PKSampler
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 80),
@@ -123,16 +119,6 @@ def test_property_random_labels(n, n_ids, n_cams, k, p, seed):
         assert len(s) == 0
         return
     check_epoch(s, labels, cams, min(p, c), k)
-
-
-@pytest.mark.parametrize("n,bs,ws", [(0, 4, 1), (10, 3, 1), (10, 3, 3), (7, 2, 4), (3, 5, 5)])
-def test_batched_indices_cover_once_in_order(n, bs, ws):
-    got = []
-    for r in range(ws):
-        batches = batched_indices(n, bs, r, ws)
-        assert all(0 < len(b) <= bs for b in batches)
-        got += [i for b in batches for i in b]
-    assert got == list(range(n))
 
 
 def test_global_batches_are_the_ranks_slices_side_by_side():

@@ -8,56 +8,122 @@ import subprocess
 
 import pytest
 
+from oaecmlr.errors import RunError
 from oaecmlr.store.events import SCHEMA_VERSION, EventTail, EventWriter, read_events
-from oaecmlr.store.runs import RunError, create_run, live_state, request_stop, run_dir
+from oaecmlr.store.runs import create_run, live_state, request_stop, run_dir
+from oaecmlr.store.schema import (
+    EpochEnd,
+    Eval,
+    EventError,
+    Iter,
+    Resume,
+    Start,
+    Stopped,
+    UnknownEvent,
+    parse_event,
+    to_record,
+)
+from oaecmlr.store.summary import RunFold
 
 
 def test_writer_appends_one_flushed_json_object_per_line(tmp_path):
-    writer = EventWriter(tmp_path / "events.jsonl")
-    writer.write("start", schema=SCHEMA_VERSION)
-    writer.write("iter", epoch=1, loss=1.5)
+    writer = EventWriter(tmp_path / "events.jsonl", clock=iter([100.0, 101.5]).__next__)
+    start = writer.write(Start(schema=SCHEMA_VERSION, kind="usl", run="r", dataset="synthetic", epochs=2,
+                               iterations=3, arch="resnet18", world_size=1, per_rank_batch=16, global_batch=16,
+                               lr=3.5e-4, device="cpu", seed=0))
+    writer.write(Iter(epoch=1, iteration=1, total_iterations=3, loss=1.5, lr=3.5e-4))
     lines = (tmp_path / "events.jsonl").read_text().splitlines()  # readable before close: flushed
-    assert [json.loads(line)["event"] for line in lines] == ["start", "iter"]
-    assert writer.offset() == (tmp_path / "events.jsonl").stat().st_size
+    records = [json.loads(line) for line in lines]
+    assert [(r["event"], r["time"]) for r in records] == [("start", 100.0), ("iter", 101.5)]
+    assert records[1] == {"event": "iter", "time": 101.5, "epoch": 1, "iteration": 1, "total_iterations": 3,
+                          "loss": 1.5, "lr": 3.5e-4, "images_per_s": 0.0}
+    assert start.time == 100.0 and writer.offset() == (tmp_path / "events.jsonl").stat().st_size
     writer.close()
+    assert read_events(tmp_path / "events.jsonl")[1] == Iter(time=101.5, epoch=1, iteration=1, total_iterations=3,
+                                                             loss=1.5, lr=3.5e-4)
+
+
+def lines(*records) -> str:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
 
 
 def test_tail_reads_only_new_complete_lines(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_text('{"event": "a", "n": 1}\n{"event": "b", "n"')
+    path.write_text('{"event": "epoch_end", "epoch": 1}\n{"event": "epoch_end", "epoch"')
     tail = EventTail(path)
-    assert [e["event"] for e in tail.read_new()] == ["a"]
+    assert tail.read_new() == [EpochEnd(epoch=1)]
     assert tail.read_new() == []
     with open(path, "a") as f:
-        f.write(': 2}\n{"event": "c"}\n')
-    assert [(e["event"], e.get("n")) for e in tail.read_new()] == [("b", 2), ("c", None)]
+        f.write(': 2}\n{"event": "something_new", "x": 1}\n')
+    assert tail.read_new() == [EpochEnd(epoch=2), UnknownEvent(event="something_new", fields={"x": 1})]
 
 
-def test_tail_skips_corrupt_lines_with_a_warning(tmp_path):
+@pytest.mark.parametrize("bad", [
+    "not json", "[1, 2]", '{"no": "event"}', '{"event": 3}',
+    '{"event": "eval", "epoch": "x", "mAP": "bad", "rank1": 0, "rank5": 0, "rank10": 0, "mINP": 0}',
+    '{"event": "eval", "epoch": 1, "mAP": "0.5", "rank1": 0, "rank5": 0, "rank10": 0, "mINP": 0}',
+    '{"event": "eval", "epoch": 1}', '{"event": "iter", "epoch": true, "iteration": 1, "total_iterations": 2, '
+    '"loss": 1, "lr": 1}', '{"event": "cluster", "epoch": 1, "clusters": null, "outliers_before": 1, '
+    '"outliers_after": 1, "oae_assigned": 0}', '{"event": "start"}', '{"event": "end", "best": [1]}',
+    '{"event": "failure", "error": 5}', '{"event": "epoch_end", "epoch": 1, "time": "noon"}',
+])
+def test_a_malformed_event_is_skipped_with_a_warning_naming_file_and_line(tmp_path, bad):
     path = tmp_path / "events.jsonl"
-    path.write_text('{"event": "a"}\nnot json\n[1, 2]\n{"event": "b"}\n')
+    path.write_text(lines({"event": "epoch_end", "epoch": 1}, bad, {"event": "epoch_end", "epoch": 2}))
     seen = []
     events = EventTail(path, warn=seen.append).read_new()
-    assert [e["event"] for e in events] == ["a", "b"]
-    assert len(seen) == 2 and ":2:" in seen[0] and ":3:" in seen[1]
+    assert events == [EpochEnd(epoch=1), EpochEnd(epoch=2)]
+    assert len(seen) == 1 and f"{path}:2: skipping a malformed event" in seen[0]
+
+
+def test_known_fields_are_typed_and_unknown_fields_ignored():
+    event = parse_event({"event": "eval", "time": 5, "epoch": 2, "mAP": 1, "rank1": 0.5, "rank5": 0.5, "rank10": 0.5,
+                         "mINP": 0.25, "from_the_future": {"a": 1}})
+    assert event == Eval(time=5.0, epoch=2, mAP=1.0, rank1=0.5, rank5=0.5, rank10=0.5, mINP=0.25)
+    assert isinstance(event.mAP, float)  # an integer where a number belongs is that number
+    with pytest.raises(EventError, match="epoch must be an integer"):
+        parse_event({"event": "eval", "epoch": 1.5, "mAP": 0, "rank1": 0, "rank5": 0, "rank10": 0, "mINP": 0})
+    assert to_record(parse_event(to_record(event))) == to_record(event)  # round trip
 
 
 def test_tail_restarts_when_the_file_is_replaced_even_if_it_regrew(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps({"event": "e", "i": i}) + "\n" for i in range(5)))
+    path.write_text(lines(*({"event": "epoch_end", "epoch": i} for i in range(5))))
     tail = EventTail(path, warn=lambda m: pytest.fail(m))
     assert len(tail.read_new()) == 5
     replacement = tmp_path / "new"
-    replacement.write_text("".join(json.dumps({"event": "f", "i": i, "pad": "x" * 40}) + "\n" for i in range(4)))
+    replacement.write_text(lines(*({"event": "epoch_end", "epoch": i, "pad": "x" * 40} for i in range(4))))
     os.replace(replacement, path)  # longer than the old offset already
-    events = tail.read_new()
-    assert [e["i"] for e in events] == [0, 1, 2, 3] and tail.reset_count == 1
+    assert [e.epoch for e in tail.read_new()] == [0, 1, 2, 3] and tail.reset_count == 1
 
 
 def test_read_events_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_text('{"event": "a"}\n{"event": "b", "x": [1, 2')
-    assert [e["event"] for e in read_events(path)] == ["a"]
+    path.write_text('{"event": "epoch_end", "epoch": 1}\n{"event": "end", "best": {"x": [1, 2')
+    assert read_events(path) == [EpochEnd(epoch=1)]
+
+
+def evaluation(epoch: int, m: float, t: float) -> Eval:
+    return Eval(time=t, epoch=epoch, mAP=m, rank1=m, rank5=m, rank10=m, mINP=m)
+
+
+def test_the_summary_of_a_stopped_and_resumed_run():
+    start = Start(time=100.0, schema=2, kind="usl", run="r", dataset="synthetic", epochs=4, iterations=10,
+                  arch="resnet18", world_size=1, per_rank_batch=16, global_batch=16, lr=1e-3, device="cpu", seed=0)
+    events = [start, evaluation(0, 0.1, 110), EpochEnd(time=120, epoch=1), evaluation(2, 0.5, 125),
+              EpochEnd(time=130, epoch=2), Iter(time=131, epoch=3, iteration=5, total_iterations=10, loss=2, lr=1),
+              Stopped(time=140, epoch=3, iteration=5),
+              Resume(time=10_000, from_epoch=2, iteration=5, epochs=6), evaluation(4, 0.3, 10_020),
+              EpochEnd(time=10_030, epoch=4)]
+    summary = RunFold().add(events).summary("r", "/r", "running")
+    assert (summary.epoch, summary.epochs, summary.resumes) == (4, 6, 1)  # the target from `resume --epochs 6`
+    assert summary.best.epoch == 2 and summary.final.epoch == 4  # epoch 0 is never the best
+    assert summary.elapsed == pytest.approx((140 - 100) + (10_030 - 10_000))  # the stopped night does not count
+    assert summary.stopped is None and summary.losses == ((25, 2.0),)
+    incremental = RunFold()
+    for event in events:
+        incremental.add([event])
+    assert incremental.summary("r", "/r", "running") == summary
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", "", ".hidden", "x" * 200, "a b"])

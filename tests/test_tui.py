@@ -30,7 +30,9 @@ from oaecmlr_tui.tailer import RunTracker, read_log_tail  # noqa: E402
 from runfixtures import append_events, make_run  # noqa: E402
 
 from oaecmlr.store.events import read_events  # noqa: E402
-from oaecmlr.store.runs import RunDir, run_summary  # noqa: E402
+from oaecmlr.store.runs import RunDir, summarize_run  # noqa: E402
+from oaecmlr.store.schema import Cluster, EpochEnd, EpochStart, Eval, Iter, to_record  # noqa: E402
+from oaecmlr.store.summary import RunFold  # noqa: E402
 
 T0 = 1_700_000_000.0
 
@@ -88,14 +90,12 @@ def plot_text(screen, selector) -> str:
     return screen.query_one(selector, Plot).render().plain
 
 
-def iter_event(epoch, iteration, total=10, loss=1.0, t=None):
-    return {"event": "iter", "time": t or time.time(), "epoch": epoch, "iteration": iteration,
-            "total_iterations": total, "loss": loss, "lr": 3.5e-4, "images_per_s": 250.0}
+def iter_event(epoch, iteration, total=10, loss=1.0):
+    return Iter(epoch=epoch, iteration=iteration, total_iterations=total, loss=loss, lr=3.5e-4, images_per_s=250.0)
 
 
-def eval_event(epoch, m, t=None):
-    return {"event": "eval", "time": t or time.time(), "epoch": epoch, "mAP": m, "rank1": m + 0.05, "rank5": m,
-            "rank10": m, "mINP": m / 2, "rerank": False}
+def eval_event(epoch, m):
+    return Eval(epoch=epoch, mAP=m, rank1=m + 0.05, rank5=m, rank10=m, mINP=m / 2)
 
 
 # the runs table --------------------------------------------------------------------------------
@@ -171,15 +171,13 @@ def test_table_and_run_screen_follow_a_running_run_without_keypresses(runs):
         screen = app.screen
         assert isinstance(screen, RunScreen)
         await wait_for(pilot, lambda: "iteration 10/10" in str(screen.query_one("#progress-text").render()))
-        append_events(live, [{"event": "epoch_end", "time": time.time(), "epoch": 4, "seconds": 1.0},
-                             {"event": "epoch_start", "time": time.time(), "epoch": 5, "lr": 1e-4},
-                             iter_event(5, 3)])
+        append_events(live, [EpochEnd(epoch=4, seconds=1.0), EpochStart(epoch=5, lr=1e-4), iter_event(5, 3)])
         await wait_for(pilot, lambda: "epoch 5/4  iteration 3/10" in str(screen.query_one("#progress-text").render()),
                        "the progress line to follow")
         assert "250 images/s  last event" in str(screen.query_one("#speed").render())
 
         # a partial last line waits for its newline
-        line = json.dumps(eval_event(5, 0.95))
+        line = json.dumps({**to_record(eval_event(5, 0.95)), "time": time.time()})
         with open(live / "events.jsonl", "a") as f:
             f.write(line[:25])
         await pilot.pause(0.4)
@@ -193,7 +191,7 @@ def test_table_and_run_screen_follow_a_running_run_without_keypresses(runs):
         with open(live / "events.jsonl", "a") as f:
             f.write("{this is not json\n[1, 2]\n")
         append_events(live, [iter_event(5, 4)])
-        await wait_for(pilot, lambda: app.runs["beta-running"].progress.iteration == 4, "events after corrupt lines")
+        await wait_for(pilot, lambda: app.runs["beta-running"].last_iter.iteration == 4, "events after corrupt lines")
         corrupt = [n for n in notes if "corrupt" in n[1]]
         assert len(corrupt) == 1 and corrupt[0][0] == "warning"
 
@@ -220,7 +218,7 @@ def test_updates_are_coalesced_into_whole_state_messages(runs):
             await wait_for(pilot, lambda: app.runs)
             for i in range(6, 11):
                 append_events(runs / "beta-running", [iter_event(4, i)])
-            await wait_for(pilot, lambda: app.runs["beta-running"].progress.iteration == 10)
+            await wait_for(pilot, lambda: app.runs["beta-running"].last_iter.iteration == 10)
 
     asyncio.run(main())
     updates = [m for m in seen if isinstance(m, RunsUpdated)]
@@ -247,7 +245,8 @@ def test_run_screen_shows_plots_progress_log_and_gpu_line(runs):
         assert "━ loss" in loss and "iteration" in loss and "└┬" in loss
         clusters = plot_text(screen, "#clusters")
         assert all(name in clusters for name in ("━ clusters", "━ outliers", "━ OAE assigned"))
-        assert screen.query_one("#clusters").border_subtitle == "purity 80% NMI 85% OAE prec 70% x-cam 5%"
+        assert screen.query_one("#clusters").border_subtitle == \
+            "purity 80% NMI 85% OAE prec 70% x-cam 5% cams 1.1 x-cam imgs 8%"
         assert screen.log_lines[-1] == "line 29 of the log" and len(screen.log_lines) == 20
         await wait_for(pilot, lambda: screen.query_one("#log").lines, "the log widget")
         assert screen.query_one("#log").lines[-1].text.strip() == "line 29 of the log"
@@ -261,16 +260,20 @@ def test_run_screen_shows_plots_progress_log_and_gpu_line(runs):
 
 
 def test_diagnostics_line_skips_what_the_dataset_cannot_give():
-    from oaecmlr_tui.model import ClusterStats, RunSnapshot
     from oaecmlr_tui.run_screen import diagnostics_line
 
     def run(*clusters):
-        return RunSnapshot("x", "x", "running", clusters=tuple(clusters))
+        return RunFold().add(clusters).summary("x", "x", "running")
+
+    def cluster(epoch, **diagnostics):
+        return Cluster(epoch=epoch, clusters=10, outliers_before=5, outliers_after=5, oae_assigned=0, **diagnostics)
 
     assert diagnostics_line(run()) == ""
-    assert diagnostics_line(run(ClusterStats(1, 10, 5, 0))) == ""  # no ground truth (manifest without ids)
-    assert diagnostics_line(run(ClusterStats(1, 10, 5, 0, 0.5), ClusterStats(2, 12, 4, 0, 0.625, 0.9, None, 0.0))) \
+    assert diagnostics_line(run(cluster(1))) == ""  # no ground truth (manifest without ids)
+    assert diagnostics_line(run(cluster(1, purity=0.5), cluster(2, purity=0.625, nmi=0.9, cross_camera=0.0))) \
         == "purity 62% NMI 90% x-cam 0%"  # the last epoch only
+    assert diagnostics_line(run(cluster(1, cross_camera=0.5, cameras_per_cluster=1.75, cross_camera_images=0.6))) \
+        == "x-cam 50% cams 1.8 x-cam imgs 60%"
 
 
 def test_gpu_lines_with_and_without_nvml(monkeypatch):
@@ -417,14 +420,15 @@ def test_clone_prefills_the_form_from_the_run(runs):
 
 
 def test_clone_picks_the_closest_preset(tmp_path):
-    from oaecmlr.engine.config import load_config
+    from oaecmlr.config import load_config
 
     demo = load_config("demo", sets=["cmlr.lam=0.3"]).flat()
     make_run(tmp_path, "from-demo", sets=demo)
     request = actions.clone_request(RunDir(tmp_path / "from-demo"))
     assert request.preset == "demo" and request.overrides == ("cmlr.lam=0.3",)
-    config, preset = actions.build_config(request)
-    assert preset == "demo" and config.cmlr.lam == 0.3 and config.run.epochs == demo["run.epochs"]
+    resolved = actions.build_config(request)
+    assert resolved.preset == "demo" and resolved.config.cmlr.lam == 0.3
+    assert resolved.config.run.epochs == demo["run.epochs"]
 
 
 def test_parse_overrides_keeps_commas_inside_values():
@@ -433,27 +437,22 @@ def test_parse_overrides_keeps_commas_inside_values():
 
 
 # reading -------------------------------------------------------------------------------------------
-def test_tracker_agrees_with_run_summary_and_reads_only_new_bytes(runs):
+def test_tracker_reads_only_new_bytes_and_folds_like_a_full_read(runs):
     tracker = RunTracker(runs)
     reports = []
     assert tracker.poll(report=lambda: reports.append(len(tracker.snapshots())), every_s=0)
     assert reports == [1, 2, 3]  # a long first read shows runs as they are read
-    for snap in tracker.snapshots():
-        summary = run_summary(RunDir(runs / snap.name))
-        assert (snap.status, snap.epoch, snap.epochs, snap.dataset) == \
-               (summary["status"], summary["epoch"], summary["epochs"], summary["dataset"])
-        assert snap.best.mAP == summary["best"]["mAP"] and snap.elapsed == summary["elapsed"]
-        assert len(snap.evaluations) == len(summary["evaluations"])
     assert not tracker.poll()  # nothing new, nothing changed
     feed = tracker.feeds["beta-running"]
     offset = feed.tail.offset
     append_events(runs / "beta-running", [iter_event(4, 6)])
     assert tracker.poll()
-    assert feed.tail.offset > offset and feed.snapshot.progress.iteration == 6
+    assert feed.tail.offset > offset and feed.snapshot.last_iter.iteration == 6
+    assert feed.snapshot == summarize_run(RunDir(runs / "beta-running"))  # incremental == one full read
 
     # a file that shrinks (a resume dropping an unfinished epoch) is folded again from the start
     events = read_events(runs / "beta-running" / "events.jsonl")
-    (runs / "beta-running" / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events[:5]))
+    (runs / "beta-running" / "events.jsonl").write_text("".join(json.dumps(to_record(e)) + "\n" for e in events[:5]))
     assert tracker.poll()
     assert feed.snapshot.events == 5 and feed.tail.reset_count == 1
 
@@ -471,7 +470,7 @@ def _imports(modules: str, forbidden: tuple[str, ...]) -> subprocess.CompletedPr
 
 
 def test_core_and_cli_do_not_import_textual():
-    core = "oaecmlr, oaecmlr.store.runs, oaecmlr.store.events, oaecmlr.store.compare, oaecmlr.engine.config, " \
+    core = "oaecmlr, oaecmlr.store.runs, oaecmlr.store.events, oaecmlr.store.compare, oaecmlr.config, " \
            "oaecmlr.engine.launch"
     result = _imports(core, ("textual", "typer", "oaecmlr_tui"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -24,7 +24,7 @@ def runs_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("oaecmlr_tui.fmt.now", lambda: T0 + 1000)  # "last event .. ago" of the running run
+    monkeypatch.setattr("oaecmlr.formatting.now", lambda: T0 + 1000)  # "last event .. ago" of the running run
     make_run("runs", "baseline-market", state="finished", start_time=T0, epochs=6)
     make_run("runs", "no-oae-market", state="running", start_time=T0 + 900, epochs=6, base_map=0.12, gain=0.04,
              sets={"oae.rho": 0.0})

@@ -1,8 +1,8 @@
 """What the dashboard's keys do to runs, without Textual: launch, clone, stop, resume.
 
-Launching mirrors `oaecmlr run`: a preset name loads the preset; any other dataset name starts
-from the defaults with `data.dataset` set. Errors are the engine's own (ConfigError, DatasetError,
-RunError, ...); the screens turn them into notifications.
+Launching resolves the form exactly as `oaecmlr run` resolves its command line
+(`oaecmlr.config.resolve_config`). Errors are the project's known ones (`OaecmlrError`); the
+screens turn them into notifications.
 """
 
 from __future__ import annotations
@@ -10,29 +10,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from oaecmlr.engine.config import (
-    PRESET_ALIASES,
-    Config,
+from oaecmlr.config import (
+    Resolved,
     available_presets,
     config_from_dict,
     load_config,
     read_toml,
+    resolve_config,
 )
+from oaecmlr.errors import ConfigError, OaecmlrError
 from oaecmlr.store.runs import RunDir, request_stop
 
 # Settings that have fields of their own in the form (the rest go into the overrides).
 FORM_KEYS = ("data.root", "run.gpus")
 DATASETS = ("synthetic", "manifest")
-
-
-def known_errors() -> tuple[type[Exception], ...]:
-    from oaecmlr.data.records import DatasetError
-    from oaecmlr.engine.config import ConfigError
-    from oaecmlr.engine.session import RunFailed
-    from oaecmlr.store.checkpoint import CheckpointError
-    from oaecmlr.store.runs import RunError
-
-    return ConfigError, DatasetError, RunError, CheckpointError, RunFailed, OSError
+KNOWN_ERRORS = (OaecmlrError, OSError)
 
 
 @dataclass(frozen=True)
@@ -54,30 +46,22 @@ def parse_overrides(text: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def is_preset(name: str) -> bool:
-    return name in available_presets() or name in PRESET_ALIASES
-
-
-def build_config(request: LaunchRequest) -> tuple[Config, str | None]:
-    """The Config of a launch request and the preset it came from (None: a bare dataset)."""
-    preset = request.preset.strip()
-    if not preset:
-        from oaecmlr.engine.config import ConfigError
-
+def build_config(request: LaunchRequest) -> Resolved:
+    """The checked Config of a launch request, the preset it came from and the notes for the user."""
+    target = request.preset.strip()
+    if not target:
         raise ConfigError("choose a dataset or preset")
-    overrides = {"data.root": request.data_root.strip() or None, "run.gpus": request.gpus.strip() or None}
-    if not is_preset(preset):
-        overrides["data.dataset"] = preset
-    config = load_config(preset if is_preset(preset) else None, None, overrides, list(request.overrides))
-    return config, (preset if is_preset(preset) else None)
+    options = {"data.root": request.data_root.strip() or None, "run.gpus": request.gpus.strip() or None}
+    return resolve_config(target, options=options, sets=list(request.overrides))
 
 
-def launch(request: LaunchRequest, runs_dir: str | None) -> RunDir:
-    """Check and start a detached run; returns its folder."""
+def launch(request: LaunchRequest, runs_dir: str | None) -> tuple[RunDir, list[str]]:
+    """Check and start a detached run; returns its folder and the notes on how it was resolved."""
     from oaecmlr.engine.launch import start_run
 
-    config, preset = build_config(request)
-    return start_run(config, request.name.strip() or None, runs_dir, preset=preset, detach=True)
+    resolved = build_config(request)
+    run = start_run(resolved.config, request.name.strip() or None, runs_dir, preset=resolved.preset, detach=True)
+    return run, resolved.notes
 
 
 def resume(run: RunDir, runs_dir: str | None) -> RunDir:

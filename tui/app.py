@@ -17,11 +17,11 @@ from textual.app import App
 from textual.worker import get_current_worker
 
 from oaecmlr.store.runs import RunDir, runs_root
+from oaecmlr.store.summary import RunSummary
 
 from . import actions
 from .gpu import gpu_lines
 from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, RunsUpdated
-from .model import RunSnapshot
 from .runs_screen import RunsScreen
 from .tailer import RunTracker, read_log_tail
 
@@ -42,7 +42,7 @@ class Dashboard(App):
         self.sub_title = str(self.root)
         self.poll_interval = poll_interval
         self.gpu_probe = gpu_probe
-        self.runs: dict[str, RunSnapshot] = {}
+        self.runs: dict[str, RunSummary] = {}
         self.marked: set[str] = set()
         self.logs: dict[str, tuple[str, ...]] = {}
         self.gpu: tuple[str, ...] = ()
@@ -142,14 +142,14 @@ class Dashboard(App):
     def stop_run(self, name: str) -> None:
         try:
             self.notify(actions.stop(RunDir(self.root / name)), title=f"stopping {name}")
-        except actions.known_errors() as exc:
+        except actions.KNOWN_ERRORS as exc:
             self.notify(str(exc), severity="error")
         self._wake.set()
 
     def clone_run(self, name: str) -> None:
         try:
             request = actions.clone_request(RunDir(self.root / name))
-        except actions.known_errors() as exc:
+        except actions.KNOWN_ERRORS as exc:
             self.notify(f"cannot clone {name}: {exc}", severity="error")
             return
         self.open_launch(request, title=f"Clone of {name}")
@@ -167,16 +167,18 @@ class Dashboard(App):
     @work(thread=True, group="actions")
     def launch_run(self, request: actions.LaunchRequest) -> None:
         try:
-            run = actions.launch(request, self.runs_dir)
+            run, notes = actions.launch(request, self.runs_dir)
         except Exception as exc:
             self.post_message(ActionResult(_error_text(exc), error=True))
         else:
+            for note in notes:
+                self.post_message(ActionResult(f"note: {note}"))
             self.post_message(ActionResult(f"started {run.name} in the background", opened_run=run.name))
         self._wake.set()
 
 
 def _error_text(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, actions.known_errors()) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, actions.KNOWN_ERRORS) else f"{type(exc).__name__}: {exc}"
 
 
 def make_app(runs_dir: str | Path | None = None, *, poll_interval: float = 0.5,

@@ -13,10 +13,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.compare import compare, run_record
 from oaecmlr.store.runs import RunDir
 
-from .fmt import duration, pct
 from .messages import ActionResult, ComparisonReady
 from .plot import Plot, Series
 
@@ -61,18 +61,20 @@ class CompareScreen(Screen):
         result, records = message.comparison, message.records
         for metric, plot_id in (("mAP", "#compare-map"), ("rank1", "#compare-r1")):
             self.query_one(plot_id, Plot).set_series(
-                [Series(r["name"], tuple((e["epoch"], 100 * e[metric]) for e in r["evaluations"] if e[metric] is not None))
+                [Series(r.name, tuple((e.epoch, 100 * getattr(e, metric)) for e in r.summary.evaluations))
                  for r in records])
         metrics = self.query_one("#compare-metrics", DataTable)
-        metrics.add_columns("run", "status", "epoch", "best mAP/R1 @ep", "Δ mAP", "final mAP/R1", "to best", "elapsed")
+        metrics.add_columns("run", "status", "epoch", "best mAP/R1 @ep", "Δ mAP", "final mAP/R1", "x-cam", "to best",
+                            "elapsed")
         reference = (result["runs"][0]["best"] or {}).get("mAP")
         for run in result["runs"]:
             best, final = run["best"] or {}, run["final"] or {}
             delta = "-" if best.get("mAP") is None or reference is None else f"{100 * (best['mAP'] - reference):+.1f}"
-            metrics.add_row(run["name"], run["status"], str(run["epoch"]),
+            clusters = run["last_clusters"] or {}
+            metrics.add_row(run["name"], run["status"], epoch_text(run["epoch"], run["epochs"]),
                             f"{pct(best.get('mAP'))}/{pct(best.get('rank1'))} @{best.get('epoch', '-')}", delta,
-                            f"{pct(final.get('mAP'))}/{pct(final.get('rank1'))}", duration(run["time_to_best_s"]),
-                            duration(run["elapsed_s"]))
+                            f"{pct(final.get('mAP'))}/{pct(final.get('rank1'))}", pct(clusters.get("cross_camera"), 0),
+                            duration(run["time_to_best_s"]), duration(run["elapsed_s"]))
         notes = Text()
         for warning in result["warnings"]:
             notes.append(f"⚠ {warning}\n", style="yellow")

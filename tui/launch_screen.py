@@ -12,7 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
 
-from oaecmlr.engine.config import available_presets
+from oaecmlr.config import available_presets
 
 from .actions import DATASETS, LaunchRequest, parse_overrides
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from textual.message import Message
 
-from .model import RunSnapshot
+from oaecmlr.store.summary import RunSummary
 
 
 def frozen_message(cls):
@@ -33,7 +33,7 @@ def frozen_message(cls):
 class RunsUpdated(Message):
     """The state of every run after a poll that changed something."""
 
-    runs: tuple[RunSnapshot, ...]
+    runs: tuple[RunSummary, ...]
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsUpdated)

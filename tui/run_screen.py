@@ -9,8 +9,10 @@ from textual.containers import Grid, Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 
-from .fmt import ago, summary_line
-from .model import RunSnapshot
+from oaecmlr.formatting import ago, epoch_text
+from oaecmlr.store.summary import RunSummary
+
+from .fmt import summary_line
 from .plot import Plot, Series
 
 
@@ -18,38 +20,50 @@ def percent(value: float) -> str:
     return f"{value:.0f}"
 
 
-def metric_series(run: RunSnapshot) -> list[Series]:
+def metric_series(run: RunSummary) -> list[Series]:
     return [Series("mAP", tuple((e.epoch, 100 * e.mAP) for e in run.evaluations)),
             Series("R1", tuple((e.epoch, 100 * e.rank1) for e in run.evaluations))]
 
 
-def cluster_series(run: RunSnapshot) -> list[Series]:
+def cluster_series(run: RunSummary) -> list[Series]:
     return [Series("clusters", tuple((c.epoch, c.clusters) for c in run.clusters)),
-            Series("outliers", tuple((c.epoch, c.outliers) for c in run.clusters)),
+            Series("outliers", tuple((c.epoch, c.outliers_after) for c in run.clusters)),
             Series("OAE assigned", tuple((c.epoch, c.oae_assigned) for c in run.clusters))]
 
 
-def diagnostics_line(run: RunSnapshot) -> str:
-    """The last epoch's clustering against ground truth (x-cam: share of clusters spanning cameras)."""
+def diagnostics_line(run: RunSummary) -> str:
+    """The last epoch's clustering: against ground truth where the dataset has it (purity, NMI, OAE
+    precision), and across cameras (x-cam: share of clusters spanning cameras; cams: cameras per
+    cluster; x-cam imgs: share of clustered images whose cluster holds another camera)."""
     if not run.clusters:
         return ""
     last = run.clusters[-1]
-    return " ".join(f"{name} {100 * value:.0f}%" for name, value in (
-        ("purity", last.purity), ("NMI", last.nmi), ("OAE prec", last.oae_precision),
-        ("x-cam", last.cross_camera)) if value is not None)
+    parts = [f"{name} {100 * value:.0f}%" for name, value in (
+        ("purity", last.purity), ("NMI", last.nmi), ("OAE prec", last.oae_precision), ("x-cam", last.cross_camera))
+        if value is not None]
+    if last.cameras_per_cluster is not None:
+        parts.append(f"cams {last.cameras_per_cluster:.1f}")
+    if last.cross_camera_images is not None:
+        parts.append(f"x-cam imgs {100 * last.cross_camera_images:.0f}%")
+    return " ".join(parts)
 
 
-def progress_text(run: RunSnapshot) -> tuple[str, int, int, str]:
+def progress_text(run: RunSummary) -> tuple[str, int, int, str]:
     """(what the run is doing, bar position, bar total, throughput)."""
-    p, epochs = run.progress, run.epochs if run.epochs is not None else "?"
+    p = run.last_iter
     if run.status in ("running", "starting"):
         last = f"last event {ago(run.last_time)}"
         if p is not None and p.epoch > run.epoch:
             speed = f"{p.images_per_s:,.0f} images/s  " if p.images_per_s else ""
-            return f"epoch {p.epoch}/{epochs}  iteration {p.iteration}/{p.total}", p.iteration, p.total, speed + last
-        return f"epoch {run.epoch + 1}/{epochs}  clustering or evaluating", 0, 1, last
+            return (f"epoch {epoch_text(p.epoch, run.epochs)}  iteration {p.iteration}/{p.total_iterations}",
+                    p.iteration, p.total_iterations, speed + last)
+        return f"epoch {epoch_text(run.epoch + 1, run.epochs)}  clustering or evaluating", 0, 1, last
     done = run.epoch if run.epochs else 0
-    return f"{run.status} after epoch {run.epoch}/{epochs}", done, run.epochs or 1, ""
+    if run.stopped is not None:  # stopped inside an epoch: say where, as resume will
+        s = run.stopped
+        return (f"stopped in epoch {epoch_text(s.epoch, run.epochs)} at iteration {s.iteration} "
+                f"({run.epoch} epochs finished)", done, run.epochs or 1, "")
+    return f"{run.status} after epoch {epoch_text(run.epoch, run.epochs)}", done, run.epochs or 1, ""
 
 
 class RunScreen(Screen):
@@ -101,8 +115,10 @@ class RunScreen(Screen):
         run = self.app.runs.get(self.run_name)
         if run is not None:
             title = summary_line(run)
-            if run.error:
-                title.append(f"\n{run.error}", style="bold red")
+            if run.failure:
+                title.append(f"\n{run.failure.error}", style="bold red")
+            for warning in run.warnings[-2:]:
+                title.append(f"\nwarning: {warning.message}", style="yellow")
             self.query_one("#run-title", Static).update(title)
             text, position, total, speed = progress_text(run)
             self.query_one("#progress-text", Label).update(text)

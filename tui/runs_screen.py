@@ -8,16 +8,19 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from .fmt import duration, epoch_text, pct, start_time, status_text
-from .model import RunSnapshot
+from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
+from oaecmlr.store.summary import RunSummary
 
-# (key, label, width): the columns of `oaecmlr runs` after the mark; the name takes the width left.
+from .fmt import status_text
+
+# (key, label, width, priority): the columns of `oaecmlr runs` after the mark; the name takes the
+# width left. On a narrow screen the highest priorities go first, then names shorten in the middle.
 COLUMNS = (
-    ("mark", "✓", 1), ("name", "name", 0), ("dataset", "dataset", 10), ("status", "status", 10),
-    ("epoch", "epoch", 5), ("map", "mAP", 5), ("r1", "R1", 5), ("clusters", "clusters", 8),
-    ("start", "start", 11), ("elapsed", "elapsed", 7),
+    ("mark", "✓", 1, 0), ("name", "name", 0, 0), ("dataset", "dataset", 10, 4), ("status", "status", 10, 0),
+    ("epoch", "epoch", 5, 1), ("map", "mAP", 5, 0), ("r1", "R1", 5, 0), ("xcam", "x-cam", 5, 2),
+    ("clusters", "clusters", 8, 3), ("start", "start", 11, 5), ("elapsed", "elapsed", 7, 2),
 )
-MIN_NAME = 16
+MIN_NAME = 12
 SORT_KEYS = {
     "name": lambda r: r.name,
     "dataset": lambda r: r.dataset or "",
@@ -25,23 +28,34 @@ SORT_KEYS = {
     "epoch": lambda r: r.epoch,
     "map": lambda r: r.best.mAP if r.best else -1.0,
     "r1": lambda r: r.best.rank1 if r.best else -1.0,
-    "clusters": lambda r: r.latest_clusters or -1,
+    "xcam": lambda r: r.latest_clusters.cross_camera or -1.0 if r.latest_clusters else -1.0,
+    "clusters": lambda r: r.latest_clusters.clusters if r.latest_clusters else -1,
     "start": lambda r: r.started or 0.0,
     "elapsed": lambda r: r.elapsed or 0.0,
 }
-SORT_CYCLE = ("start", "name", "status", "map", "r1", "elapsed", "dataset", "epoch", "clusters")
+SORT_CYCLE = ("start", "name", "status", "map", "r1", "elapsed", "dataset", "epoch", "xcam", "clusters")
 ROW_STYLE = {"running": "green", "starting": "green"}
 
 
-def row_cells(run: RunSnapshot, marked: bool) -> tuple[Text, ...]:
-    """The table cells of a run; a running run's row is green, its status cell says what it is."""
+def row_cells(run: RunSummary, marked: bool, keys: tuple[str, ...], name_width: int) -> tuple[Text, ...]:
+    """The cells of a run for the visible column `keys`; a running run's row is green, its status
+    cell says what it is, and its name is shortened in the middle to `name_width`."""
     style = ROW_STYLE.get(run.status, "")
-    best = run.best
-    texts = ["✓" if marked else " ", run.name, run.dataset or "-", "", epoch_text(run), pct(best and best.mAP),
-             pct(best and best.rank1), str(run.latest_clusters or "-"), start_time(run.started), duration(run.elapsed)]
-    cells = [Text(text, style=style) for text in texts]
-    cells[1].stylize("bold")
-    cells[3] = status_text(run.status)
+    best, clusters = run.best, run.latest_clusters
+    texts = {"mark": "✓" if marked else " ", "name": shorten(run.name, name_width), "dataset": run.dataset or "-",
+             "epoch": epoch_text(run.epoch, run.epochs), "map": pct(best.mAP if best else None),
+             "r1": pct(best.rank1 if best else None), "xcam": pct(clusters.cross_camera if clusters else None, 0),
+             "clusters": str(clusters.clusters if clusters else "-"), "start": clock(run.started),
+             "elapsed": duration(run.elapsed)}
+    cells = []
+    for key in keys:
+        if key == "status":
+            cells.append(status_text(run.status))
+            continue
+        cell = Text(texts[key], style=style)
+        if key == "name":
+            cell.stylize("bold")
+        cells.append(cell)
     return tuple(cells)
 
 
@@ -74,6 +88,8 @@ class RunsScreen(Screen):
         self._shown: list[str] = []
         self._cells: dict[str, tuple] = {}
         self._columns_dirty = True
+        self._layout: list[tuple[str, str, int]] = []
+        self._longest = -1
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -90,7 +106,7 @@ class RunsScreen(Screen):
     def table(self) -> DataTable:
         return self.query_one("#runs", DataTable)
 
-    def visible(self) -> list[RunSnapshot]:
+    def visible(self) -> list[RunSummary]:
         runs = [r for r in self.app.runs.values()
                 if not self.filter or any(self.filter in (v or "").lower() for v in (r.name, r.dataset, r.status))]
         runs.sort(key=lambda r: r.name)
@@ -106,18 +122,26 @@ class RunsScreen(Screen):
     def data_changed(self) -> None:
         if not self.is_mounted:
             return
-        rows = [(run.name, row_cells(run, run.name in self.app.marked)) for run in self.visible()]
+        runs = self.visible()
         table = self.table
-        if [name for name, _ in rows] == self._shown and not self._columns_dirty:
+        names = [run.name for run in runs]
+        if self._columns_dirty or max(map(len, names), default=0) != self._longest:
+            self._layout = self.column_layout(names)
+            self._longest = max(map(len, names), default=0)
+            self._columns_dirty = True
+        keys = tuple(key for key, _, _ in self._layout)
+        name_width = dict((key, width) for key, _, width in self._layout)["name"]
+        rows = [(run.name, row_cells(run, run.name in self.app.marked, keys, name_width)) for run in runs]
+        if names == self._shown and not self._columns_dirty:
             for name, cells in rows:
-                for (key, _, _), old, new in zip(COLUMNS, self._cells[name], cells):
+                for key, old, new in zip(keys, self._cells[name], cells):
                     if old != new:
                         table.update_cell(name, key, new)
         else:
             selected = self.selected()
             table.clear(columns=self._columns_dirty)
             if self._columns_dirty:
-                for key, label, width in self.column_layout():
+                for key, label, width in self._layout:
                     table.add_column(label, key=key, width=width)
                 self._columns_dirty = False
             for name, cells in rows:
@@ -127,14 +151,25 @@ class RunsScreen(Screen):
         self._shown, self._cells = [name for name, _ in rows], dict(rows)
         self._show_info(len(rows))
 
-    def column_layout(self) -> list[tuple[str, str, int]]:
-        """Labels with the sort arrow, and widths that fit the screen (2 cells of padding per column,
-        2 for the scrollbar); the name column gets what is left."""
+    def column_layout(self, names: list[str]) -> list[tuple[str, str, int]]:
+        """(key, label with the sort arrow, width) of the columns that fit the screen (2 cells of
+        padding per column, 2 for the scrollbar). The name column wants its longest name; low-value
+        columns are dropped until it gets that (or MIN_NAME), and it takes what is left."""
         arrow = " ▼" if self.sort_reverse else " ▲"
-        layout = [(key, label + (arrow if key == self.sort_key else ""), width) for key, label, width in COLUMNS]
-        layout = [(key, label, max(width, len(label)) if width else 0) for key, label, width in layout]
-        spare = (self.size.width or self.app.size.width) - sum(w for _, _, w in layout) - 2 * len(layout) - 2
-        return [(key, label, width or max(MIN_NAME, spare, len(label))) for key, label, width in layout]
+        layout = [(key, label + (arrow if key == self.sort_key else ""), width, priority)
+                  for key, label, width, priority in COLUMNS]
+        layout = [(key, label, max(width, len(label)) if width else 0, priority) for key, label, width, priority in layout]
+        screen = self.size.width or self.app.size.width
+        wanted = max([len(n) for n in names] + [MIN_NAME])
+
+        def spare(columns):
+            return screen - sum(w for _, _, w, _ in columns) - 2 * len(columns) - 2
+
+        while spare(layout) < wanted and any(p > 0 for *_, p in layout):
+            drop = max((c for c in layout if c[3] > 0), key=lambda c: c[3])
+            layout.remove(drop)
+        name_width = max(MIN_NAME, min(wanted, spare(layout)))
+        return [(key, label, width or name_width) for key, label, width, _ in layout]
 
     def on_resize(self) -> None:
         self._columns_dirty = True
@@ -146,7 +181,7 @@ class RunsScreen(Screen):
         total = f"{len(runs)} run{'s' * (len(runs) != 1)}"
         parts = [f"{shown} of {total}" if self.filter else total]
         parts += [f"{n} {state}" for state, n in counts.items() if n]
-        parts.append(f"mAP/R1: best · sorted by {dict((k, label) for k, label, _ in COLUMNS)[self.sort_key]}")
+        parts.append(f"mAP/R1: best · sorted by {dict((k, label) for k, label, _, _ in COLUMNS)[self.sort_key]}")
         if self.app.marked:
             parts.append(f"{len(self.app.marked)} marked")
         if not runs:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from oaecmlr.store.events import EventTail
 from oaecmlr.store.runs import RunDir, live_state, runs_root
-
-from .model import RunFold, RunSnapshot
+from oaecmlr.store.summary import RunFold, RunSummary
 
 
 class RunFeed:
@@ -23,7 +22,7 @@ class RunFeed:
         self.run = run
         self.tail = EventTail(run.events, warn=warn)
         self.fold = RunFold()
-        self.snapshot: RunSnapshot | None = None
+        self.snapshot: RunSummary | None = None
         self._status_key: tuple[int, int] | None = None
         self._status: dict = {}
 
@@ -46,7 +45,7 @@ class RunFeed:
         self.fold.add(events)
         status = live_state(self._read_status(), self.fold.last_event)
         if events or self.snapshot is None or status != self.snapshot.status or self.tail.reset_count != resets:
-            self.snapshot = self.fold.snapshot(self.run.name, str(self.run.path), status)
+            self.snapshot = self.fold.summary(self.run.name, str(self.run.path), status)
             return True
         return False
 
@@ -90,7 +89,7 @@ class RunTracker:
                 reported = time.monotonic()
         return changed
 
-    def snapshots(self) -> tuple[RunSnapshot, ...]:
+    def snapshots(self) -> tuple[RunSummary, ...]:
         return tuple(feed.snapshot for _, feed in sorted(self.feeds.items()) if feed.snapshot is not None)
 
     def take_warnings(self) -> list[tuple[str, str]]:

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from oaecmlr.store.compare import mean_std, run_record
-from oaecmlr.store.events import read_events
-from oaecmlr.store.runs import run_dir, run_summary
+from oaecmlr.store.runs import run_dir, summarize_run
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("baseline", "oae", "cmlr", "both", "supervised")
@@ -47,7 +46,7 @@ def finished(name: str, runs_dir: str, say: bool = False) -> bool:
     run = run_dir(name, runs_dir)
     if not run.exists():
         return False
-    if run_summary(run)["status"] != "finished":
+    if not summarize_run(run).finished:
         if say:
             print(f"(left out {name}: not finished)", file=sys.stderr)
         return False
@@ -55,29 +54,23 @@ def finished(name: str, runs_dir: str, say: bool = False) -> bool:
 
 
 def row(variant: str, names: list[str], runs_dir: str) -> dict:
-    records = [run_record(run_dir(n, runs_dir)) for n in names]
-    last_clusters = []
-    for n in names:
-        clusters = [e for e in read_events(run_dir(n, runs_dir).events) if e["event"] == "cluster"]
-        if clusters:
-            last_clusters.append(clusters[-1])
-    start = next(e for e in read_events(run_dir(names[0], runs_dir).events) if e["event"] == "start")
-    train_images = start["data"]["train"]["images"]
+    summaries = [run_record(run_dir(n, runs_dir)).summary for n in names]
+    last_clusters = [s.latest_clusters for s in summaries if s.latest_clusters is not None]
+    train_images = summaries[0].start.data["train"]["images"]
 
     def stat(values):
-        values = [v for v in values if v is not None]
-        return mean_std(values)
+        return mean_std([v for v in values if v is not None])
 
     return {
         "variant": variant, "seeds": len(names),
-        "epoch0_mAP": stat([r["evaluations"][0]["mAP"] for r in records]),
-        "final_mAP": stat([r["final"]["mAP"] for r in records]), "final_R1": stat([r["final"]["rank1"] for r in records]),
-        "best_mAP": stat([r["best"]["mAP"] for r in records]), "best_R1": stat([r["best"]["rank1"] for r in records]),
-        "purity": stat([c.get("purity") for c in last_clusters]), "nmi": stat([c.get("nmi") for c in last_clusters]),
-        "oae_precision": stat([c.get("oae_precision") for c in last_clusters]),
-        "oae_assigned": stat([c.get("oae_assigned") for c in last_clusters]),
-        "trained_on": stat([1 - c["outliers_after"] / train_images for c in last_clusters]),
-        "cross_camera": stat([c.get("cross_camera") for c in last_clusters]),
+        "epoch0_mAP": stat([s.evaluations[0].mAP for s in summaries]),
+        "final_mAP": stat([s.final.mAP for s in summaries]), "final_R1": stat([s.final.rank1 for s in summaries]),
+        "best_mAP": stat([s.best.mAP for s in summaries]), "best_R1": stat([s.best.rank1 for s in summaries]),
+        "purity": stat([c.purity for c in last_clusters]), "nmi": stat([c.nmi for c in last_clusters]),
+        "oae_precision": stat([c.oae_precision for c in last_clusters]),
+        "oae_assigned": stat([c.oae_assigned for c in last_clusters]),
+        "trained_on": stat([1 - c.outliers_after / train_images for c in last_clusters]),
+        "cross_camera": stat([c.cross_camera for c in last_clusters]),
     }
 
 

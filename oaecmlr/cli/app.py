@@ -37,39 +37,6 @@ def _root(
     """Unsupervised person re-ID with OAE and CMLR."""
 
 
-def _training_config(dataset: str, config: str | None, sets: list[str] | None, data_root: str | None,
-                     arch: str | None, pretrained: str | None, init: str | None, epochs: int | None,
-                     seed: int | None, gpus: str | None, supervised: bool):
-    from oaecmlr.engine.config import available_presets, load_config, read_toml
-
-    preset = dataset
-    extra = {}
-    if dataset not in available_presets() and dataset not in ("market1501", "dukemtmcreid", "msmt"):
-        # A dataset without a preset of its own (manifest, synthetic): defaults plus --config.
-        preset, extra = None, {"data.dataset": dataset}
-    overrides = {**extra, "data.root": data_root, "model.arch": arch, "model.pretrained": pretrained,
-                 "model.init": init, "run.epochs": epochs, "run.seed": seed, "run.gpus": gpus}
-    if config and preset is None and "data" in read_toml(config):
-        extra.clear()
-        overrides.pop("data.dataset", None)
-    return load_config(preset, config, overrides, sets, supervised=supervised), preset
-
-
-def _train(dataset, config, sets, data_root, runs_dir, name, arch, pretrained, init, epochs, seed, gpus, detach,
-           supervised):
-    from oaecmlr.cli.console import ConsoleReporter
-    from oaecmlr.engine.launch import start_run
-
-    cfg, preset = _training_config(dataset, config, sets, data_root, arch, pretrained, init, epochs, seed, gpus,
-                                   supervised)
-    reporter = None if detach else ConsoleReporter(err_console)
-    run = start_run(cfg, name, runs_dir, preset=preset, listener=reporter, detach=detach)
-    if detach:
-        console.print(run.name)
-    else:
-        err_console.print(f"run folder: {run.path}")
-
-
 Config = Annotated[str | None, typer.Option("--config", "-c", help="A TOML file of settings (sections as in experiments/*.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any key, e.g. --set oae.rho=0 --set cmlr.lam=0.")]
 DataRoot = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: $OAECMLR_DATA or ./data/NAME).")]
@@ -101,7 +68,11 @@ def run(
 
         oaecmlr run market --gpus 0,1 --pretrained resnet50-0676ba61.pth --set oae.rho=0 --set cmlr.lam=0
     """
-    _train(dataset, config, set, data_root, runs_dir, name, arch, pretrained, init, epochs, seed, gpus, detach, False)
+    from oaecmlr.cli.train import option_values, train
+
+    train(target=dataset, config_file=config, sets=set, runs_dir=runs_dir, name=name, detach=detach, supervised=False,
+          options=option_values(data_root=data_root, arch=arch, pretrained=pretrained, init=init, epochs=epochs,
+                                seed=seed, gpus=gpus))
 
 
 @app.command()
@@ -120,7 +91,11 @@ def pretrain(
 
         oaecmlr run duke2market --init duke-source
     """
-    _train(source, config, set, data_root, runs_dir, name, arch, pretrained, None, epochs, seed, gpus, detach, True)
+    from oaecmlr.cli.train import option_values, train
+
+    train(target=source, config_file=config, sets=set, runs_dir=runs_dir, name=name, detach=detach, supervised=True,
+          options=option_values(data_root=data_root, arch=arch, pretrained=pretrained, epochs=epochs, seed=seed,
+                                gpus=gpus))
 
 
 @app.command()
@@ -139,12 +114,9 @@ def resume(
 
         oaecmlr resume market-20261126-101500
     """
-    from oaecmlr.cli.console import ConsoleReporter
-    from oaecmlr.engine.launch import resume_run
+    from oaecmlr.cli.train import resume as resume_command
 
-    run_dir = resume_run(run_name, runs_dir, None if detach else ConsoleReporter(err_console), epochs, detach)
-    if detach:
-        console.print(run_dir.name)
+    resume_command(run_name=run_name, runs_dir=runs_dir, epochs=epochs, detach=detach)
 
 
 @app.command()
@@ -170,18 +142,47 @@ def show(
 def runs_list(
     runs_dir: RunsDir = None,
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
+    where: Annotated[list[str] | None, typer.Option("--where", "-w", help="Keep runs where KEY OP VALUE holds: a "
+                                                    "metric (mAP, R1), status, dataset, tag or config key; repeatable.")] = None,
+    params: Annotated[bool, typer.Option("--params/--no-params", help="Columns for the config keys that differ "
+                                          "between the listed runs.")] = True,
 ) -> None:
-    """All runs: status (running, finished, failed, stopped or stale), epoch, best mAP and R1, clusters, times.
+    """All runs: status (running, finished, failed, stopped or stale), epoch, best mAP and R1, the
+    settings that differ between them, cross-camera cluster share, clusters, times, notes.
 
     Examples:
 
         oaecmlr runs
 
-        oaecmlr runs --format json | jq '.[] | select(.status == "running") | .name'
+        oaecmlr runs --where 'mAP>0.2' --where status=finished
+
+        oaecmlr runs --where tag=baseline --format json | jq '.[].name'
     """
     from oaecmlr.cli.views import show_runs
 
-    show_runs(runs_dir, format.value)
+    show_runs(runs_dir, format.value, where, params)
+
+
+@app.command()
+def note(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    text: Annotated[str | None, typer.Argument(help="A free-text note (replaces the previous one).")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Add a tag (repeatable).")] = None,
+    untag: Annotated[list[str] | None, typer.Option("--untag", help="Remove a tag (repeatable).")] = None,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Attach a note and tags to a run (shown by `runs`, `show` and the dashboard; filter with
+    `runs --where tag=NAME`). The run's events are not touched.
+
+    Examples:
+
+        oaecmlr note demo-a "baseline before the sampler change" --tag baseline
+
+        oaecmlr note demo-a --untag baseline
+    """
+    from oaecmlr.cli.views import note_run
+
+    note_run(run_name, runs_dir, text, tag or [], untag or [])
 
 
 class CompareFormat(str, Enum):
@@ -283,10 +284,13 @@ def sweep(
         oaecmlr sweep market --grid oae.rho=0,1 --seeds 1,2 --gpus 0,1 --pretrained resnet50-0676ba61.pth
     """
     from oaecmlr.cli.sweep import sweep_command
+    from oaecmlr.cli.train import option_values, resolve
 
     def build(extra_sets, seed, gpu):
-        return _training_config(dataset, config, [*(set or []), *extra_sets], data_root, arch, pretrained, None,
-                                epochs, seed, gpu, False)
+        resolved = resolve(target=dataset, config_file=config, sets=[*(set or []), *extra_sets], quiet=True,
+                           options=option_values(data_root=data_root, arch=arch, pretrained=pretrained, epochs=epochs,
+                                                 seed=seed, gpus=gpu))
+        return resolved.config, resolved.preset
 
     ok = sweep_command(dataset, grid or [], seeds, gpus, prefix, runs_dir, build)
     raise typer.Exit(0 if ok else 1)
@@ -326,7 +330,7 @@ def tui(runs_dir: RunsDir = None) -> None:
     """
     import importlib.util
 
-    from oaecmlr.cli.errors import CliError
+    from oaecmlr.errors import CliError
 
     if importlib.util.find_spec("textual") is None:
         raise CliError("the dashboard needs textual: pip install 'oaecmlr[tui]'")
@@ -355,17 +359,12 @@ def doctor(runs_dir: RunsDir = None) -> None:
 
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit code 1."""
-    from oaecmlr.cli.errors import CliError
-    from oaecmlr.data.records import DatasetError
-    from oaecmlr.engine.config import ConfigError
-    from oaecmlr.engine.session import RunFailed
-    from oaecmlr.store.checkpoint import CheckpointError
-    from oaecmlr.store.runs import RunError
+    from oaecmlr.errors import OaecmlrError
 
     one_line_warnings()
     try:
-        app(standalone_mode=False)
-    except (ConfigError, DatasetError, CheckpointError, RunError, RunFailed, CliError) as exc:
+        code = app(standalone_mode=False)  # an Exit inside a command comes back as its code
+    except OaecmlrError as exc:
         from rich.markup import escape
 
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -382,6 +381,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

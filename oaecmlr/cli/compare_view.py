@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from rich.markup import escape
 from rich.panel import Panel
 
-from oaecmlr.cli.common import console, err_console, pct, print_json
+from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, csv_text, latex, markdown, rich_table
-from oaecmlr.cli.views import duration
-from oaecmlr.store.compare import compare, run_record
-from oaecmlr.store.runs import RunError, find_run
+from oaecmlr.errors import RunError
+from oaecmlr.formatting import duration, epoch_text, pct
+from oaecmlr.store.compare import RunRecord, compare, run_record
+from oaecmlr.store.runs import find_run
 
 METRICS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mINP", "mINP"))
 METRIC_HEADER = ["run", "status", "mAP", "R1", "R5", "R10", "mINP", "best epoch", "final mAP", "time to best",
                  "epochs"]
 SEED_HEADER = ["seeds", "runs", "mAP", "R1", "R5", "R10", "mINP", "final mAP"]
 CSV_HEADER = ["run", "status", "dataset", *(f"best_{m}" for m, _ in METRICS), "best_epoch", "final_mAP",
-              "final_rank1", "time_to_best_s", "epochs"]
+              "final_rank1", "time_to_best_s", "epoch", "epochs"]
 
 
-def load_records(names: list[str], runs_dir: str | None) -> list[dict[str, Any]]:
+def load_records(names: list[str], runs_dir: str | None) -> list[RunRecord]:
     if len(names) < 2:
         raise RunError("compare needs at least two runs, e.g. oaecmlr compare RUN_A RUN_B")
     runs = [find_run(n, runs_dir) for n in names]
@@ -31,20 +31,21 @@ def load_records(names: list[str], runs_dir: str | None) -> list[dict[str, Any]]
         if run.name in seen:
             raise RunError(f"run {run.name} is listed twice; compare distinct runs")
         seen.add(run.name)
-    return [run_record(r) for r in runs]
+    return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False))
+            for r in runs]
 
 
 def metric_values(run: dict) -> list:
     """A run's metric row as raw values (fractions, seconds): the CSV row, formatted for tables."""
     best, final = run["best"] or {}, run["final"] or {}
     return [run["name"], run["status"], run["dataset"], *(best.get(m) for m, _ in METRICS), best.get("epoch"),
-            final.get("mAP"), final.get("rank1"), run["time_to_best_s"], run["epoch"]]
+            final.get("mAP"), final.get("rank1"), run["time_to_best_s"], run["epoch"], run["epochs"]]
 
 
 def _cells(values: list) -> list[str]:
-    name, status, _, *metrics, best_epoch, final_map, _, to_best, epochs = values
+    name, status, _, *metrics, best_epoch, final_map, _, to_best, epoch, epochs = values
     return [name, status, *map(pct, metrics), str(best_epoch if best_epoch is not None else "-"), pct(final_map),
-            duration(to_best), str(epochs)]
+            duration(to_best), epoch_text(epoch, epochs)]
 
 
 def _mean_std(stats: dict | None) -> str:
@@ -55,6 +56,12 @@ def seed_rows(result: dict) -> list[list[str]]:
     return [[",".join(map(str, group["seeds"])), ", ".join(group["runs"]),
              *(_mean_std(group[f"best_{m}"]) for m, _ in METRICS), _mean_std(group["final_mAP"])]
             for group in result["seed_groups"]]
+
+
+def _cluster_cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    return f"{c['clusters']} / {c['outliers']} / {pct(c['cross_camera'], 0)}"
 
 
 def _signed(value: float | None) -> str:
@@ -77,14 +84,15 @@ def sections(result: dict) -> list[Section]:
                 text += f" (Δ {_signed(e['delta_mAP'])} / {_signed(e['delta_rank1'])})"
             row.append(text)
         deltas.append(row)
-    clusters = [[str(entry["epoch"]), *(f"{c['clusters']} / {c['outliers']}" if (c := entry["runs"].get(n)) else "-"
-                                        for n in names)] for entry in result["clusters"]]
+    clusters = [[str(entry["epoch"]), *(_cluster_cell(entry["runs"].get(n)) for n in names)]
+                for entry in result["clusters"]]
     diff = [[key, *(str(values.get(n)) for n in names)] for key, values in result["config_diff"].items()]
     seeds = [Section("mean ± std over seeds (%, best unless final)", SEED_HEADER, seed_rows(result))] \
         if result["seed_groups"] else []
     return [metric, *seeds,
             Section(f"mAP / R1 (%) per evaluation, Δ vs {names[0]}", ["epoch", *names], deltas),
-            Section("clusters / outliers after OAE per epoch", ["epoch", *names], clusters),
+            Section("clusters / outliers after OAE / clusters spanning cameras (%) per epoch", ["epoch", *names],
+                    clusters),
             Section("config diff (differing keys only)", ["key", *names], diff or [["(identical)", *[""] * len(names)]])]
 
 
@@ -114,7 +122,8 @@ def render(result: dict, fmt: str) -> None:
             label = "+".join(group["runs"])
             for stat in ("mean", "std"):
                 rows.append([f"{stat} of {label}", "", "", *(_stat(group[f"best_{m}"], stat) for m, _ in METRICS),
-                             None, _stat(group["final_mAP"], stat), _stat(group["final_rank1"], stat), None, None])
+                             None, _stat(group["final_mAP"], stat), _stat(group["final_rank1"], stat), None, None,
+                             None])
         rows = [[round(v, 6) if isinstance(v, float) else v for v in row] for row in rows]
         sys.stdout.write(csv_text(CSV_HEADER, rows))
     else:

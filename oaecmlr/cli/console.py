@@ -1,12 +1,28 @@
 """Live console output of a foreground run, driven by its events: a Rich progress bar per epoch and
-a one-line summary per epoch (clusters, outliers, OAE, loss, mAP, R1)."""
+a one-line summary per epoch (clusters, outliers, OAE, loss, mAP, R1). When stderr is not a
+terminal (a pipe, a log file) there is no bar and no blank line, only the summary lines."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from oaecmlr.formatting import duration, epoch_text, pct
+from oaecmlr.store.schema import (
+    Cluster,
+    End,
+    EpochEnd,
+    EpochStart,
+    Eval,
+    Event,
+    Failure,
+    HealthWarning,
+    Iter,
+    Loading,
+    Resume,
+    Start,
+    Stopped,
+)
 
 
 class ConsoleReporter:
@@ -14,95 +30,111 @@ class ConsoleReporter:
         self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
-                                 TimeRemainingColumn(), console=self.console, transient=True)
+                                 TimeRemainingColumn(), console=self.console, transient=True,
+                                 disable=not self.console.is_terminal)
         self.task = None
-        self.epochs = None
-        self.cluster: dict[str, Any] = {}
-        self.evaluation: dict[str, Any] | None = None
-        self.loss = None
+        self.epochs: int | None = None
+        self.cluster: Cluster | None = None
+        self.evaluation: Eval | None = None
+        self.loss: float | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        handler = getattr(self, f"on_{kind}", None)
+    def __call__(self, event: Event) -> None:
+        handler = HANDLERS.get(type(event))
         if handler:
-            handler(event)
+            handler(self, event)
 
-    def on_start(self, e):
-        self.epochs = e.get("epochs")
-        data = e.get("data") or {}
-        train = data.get("train", {})
-        self.console.print(f"[bold]{e.get('run')}[/]: {e.get('kind')} on {e.get('dataset')} "
-                           f"({train.get('images', '?')} train images), {e.get('arch')}, {e.get('device')}, "
-                           f"world size {e.get('world_size')}")
-        cache = data.get("image_cache") or {}
+    def line(self, text: str) -> None:
+        self.console.print(text, soft_wrap=True, highlight=False)
+
+    def on_start(self, e: Start) -> None:
+        self.epochs = e.epochs
+        train = e.data.get("train", {})
+        self.line(f"[bold]{e.run}[/]: {e.kind} on {e.dataset} ({train.get('images', '?')} train images), {e.arch}, "
+                  f"{e.device}, world size {e.world_size}")
+        cache = e.data.get("image_cache") or {}
         if any(where != "host" for where in cache.values()):
-            self.console.print("image cache: " + ", ".join(f"{split} in {where}" for split, where in cache.items()))
-        if e.get("restarted"):
-            self.console.print(f"no checkpoint yet: started over from epoch 0 ({e.get('discarded_events', 0)} earlier "
-                               "events kept in events.discarded.jsonl)")
+            self.line("image cache: " + ", ".join(f"{split} in {where}" for split, where in cache.items()))
+        if e.restarted:
+            self.line(f"no checkpoint yet: started over from epoch 0 ({e.discarded_events} earlier events kept in "
+                      "events.discarded.jsonl)")
 
-    def on_loading(self, e):
+    def on_loading(self, e: Loading) -> None:
+        label = f"- decoding {e.split}"
         if self.task is None:
             self.progress.start()
-            self.task = self.progress.add_task("decode", total=e["total"], epoch=f"- decoding {e['split']}",
-                                               loss="-", speed="-")
-        self.progress.update(self.task, completed=e["done"], total=e["total"], epoch=f"- decoding {e['split']}")
-        if e["done"] == e["total"]:
+            self.task = self.progress.add_task("decode", total=e.total, epoch=label, loss="-", speed="-")
+        self.progress.update(self.task, completed=e.done, total=e.total, epoch=label)
+        if e.done == e.total:
             self._close_bar()
 
-    def on_resume(self, e):
-        self.console.print(f"resumed after epoch {e['from_epoch']}" + (f", iteration {e['iteration']}" if e.get("iteration") else ""))
+    def on_resume(self, e: Resume) -> None:
+        if e.epochs is not None:
+            self.epochs = e.epochs
+        where = f", iteration {e.iteration}" if e.iteration else ""
+        self.line(f"resumed after epoch {e.from_epoch}{where} of {self.epochs if self.epochs is not None else '?'}")
 
-    def on_epoch_start(self, e):
-        self.cluster, self.evaluation, self.loss = {}, None, None
+    def on_epoch_start(self, e: EpochStart) -> None:
+        self.cluster, self.evaluation, self.loss = None, None, None
 
-    def on_cluster(self, e):
+    def on_cluster(self, e: Cluster) -> None:
         self.cluster = e
 
-    def on_iter(self, e):
-        self.loss = e["loss"]
+    def on_iter(self, e: Iter) -> None:
+        self.loss = e.loss
         if self.task is None:
             self.progress.start()
-            self.task = self.progress.add_task("train", total=e["total_iterations"], epoch=e["epoch"], loss="-", speed="-")
-        self.progress.update(self.task, completed=e["iteration"], total=e["total_iterations"], epoch=e["epoch"],
-                             loss=f"{e['loss']:.3f}", speed=f"{e['images_per_s']:.0f}")
+            self.task = self.progress.add_task("train", total=e.total_iterations, epoch=e.epoch, loss="-", speed="-")
+        self.progress.update(self.task, completed=e.iteration, total=e.total_iterations, epoch=e.epoch,
+                             loss=f"{e.loss:.3f}", speed=f"{e.images_per_s:.0f}")
 
-    def _close_bar(self):
+    def _close_bar(self) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
             self.progress.stop()
             self.task = None
 
-    def on_eval(self, e):
+    def on_eval(self, e: Eval) -> None:
         self.evaluation = e
-        if e["epoch"] == 0:
-            self.console.print(f"epoch 0 (before training): mAP {100 * e['mAP']:.1f}  R1 {100 * e['rank1']:.1f}")
+        if e.epoch == 0:
+            self.line(f"epoch 0 (before training): mAP {pct(e.mAP)}  R1 {pct(e.rank1)}")
 
-    def on_epoch_end(self, e):
+    def on_epoch_end(self, e: EpochEnd) -> None:
         self._close_bar()
+        parts = [f"epoch {epoch_text(e.epoch, self.epochs)}"]
         c = self.cluster
-        parts = [f"epoch {e['epoch']}/{self.epochs}"]
         if c:
-            parts.append(f"clusters {c['clusters']}")
-            parts.append(f"outliers {c['outliers_before']}->{c['outliers_after']} (OAE +{c['oae_assigned']})")
+            parts.append(f"clusters {c.clusters}")
+            parts.append(f"outliers {c.outliers_before}->{c.outliers_after} (OAE +{c.oae_assigned})")
+            if c.cross_camera is not None:
+                parts.append(f"x-cam {pct(c.cross_camera, 0)}%")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.evaluation:
-            parts.append(f"mAP {100 * self.evaluation['mAP']:.1f}  R1 {100 * self.evaluation['rank1']:.1f}")
-        parts.append(f"{e['seconds']:.0f}s")
-        self.console.print("  ".join(parts), soft_wrap=True)
+            parts.append(f"mAP {pct(self.evaluation.mAP)}  R1 {pct(self.evaluation.rank1)}")
+        parts.append(duration(e.seconds))
+        self.line("  ".join(parts))
 
-    def on_stopped(self, e):
+    def on_warning(self, e: HealthWarning) -> None:
         self._close_bar()
-        self.console.print(f"[yellow]stopped[/] at epoch {e['epoch']} iteration {e['iteration']} ({e.get('reason')}); "
-                           "resume with `oaecmlr resume`")
+        self.line(f"[yellow]warning:[/] {e.message}")
 
-    def on_failure(self, e):
+    def on_stopped(self, e: Stopped) -> None:
+        self._close_bar()
+        self.line(f"[yellow]stopped[/] at epoch {e.epoch} iteration {e.iteration} ({e.reason}); "
+                  "resume with `oaecmlr resume`")
+
+    def on_failure(self, e: Failure) -> None:
         self._close_bar()
 
-    def on_end(self, e):
+    def on_end(self, e: End) -> None:
         self._close_bar()
-        best = e.get("best")
-        if best:
-            self.console.print(f"[green]finished[/]: best mAP {100 * best['mAP']:.1f}  R1 {100 * best['rank1']:.1f} "
-                               f"(epoch {best['epoch']})")
+        if e.best:
+            self.line(f"[green]finished[/]: best mAP {pct(e.best['mAP'])}  R1 {pct(e.best['rank1'])} "
+                      f"(epoch {e.best['epoch']})")
+
+
+HANDLERS = {Start: ConsoleReporter.on_start, Loading: ConsoleReporter.on_loading, Resume: ConsoleReporter.on_resume,
+            EpochStart: ConsoleReporter.on_epoch_start, Cluster: ConsoleReporter.on_cluster,
+            Iter: ConsoleReporter.on_iter, Eval: ConsoleReporter.on_eval, EpochEnd: ConsoleReporter.on_epoch_end,
+            HealthWarning: ConsoleReporter.on_warning, Stopped: ConsoleReporter.on_stopped,
+            Failure: ConsoleReporter.on_failure, End: ConsoleReporter.on_end}

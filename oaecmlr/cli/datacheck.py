@@ -14,7 +14,8 @@ from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, rich_table
 from oaecmlr.data.cache import decode_image
 from oaecmlr.data.datasets import get_spec, load_dataset
-from oaecmlr.data.records import SPLITS, DatasetCountWarning, DatasetError, ImageSplits
+from oaecmlr.data.records import SPLITS, DatasetCountWarning, ImageSplits
+from oaecmlr.errors import DatasetError
 
 
 def identity_warnings(splits: ImageSplits) -> list[str]:

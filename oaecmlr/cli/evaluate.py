@@ -1,20 +1,21 @@
-"""`oaecmlr eval`: a run's best.pt or last.pt scored again on its query/gallery, optionally
-re-ranked, without touching the run's events."""
+"""`oaecmlr eval`: a run's best.pt or last.pt scored again on its query/gallery with the training
+loop's own evaluation, optionally re-ranked, without touching the run's events."""
 
 from __future__ import annotations
 
 import torch
 
-from oaecmlr.cli.common import console, err_console, pct, print_json
+from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, rich_table
+from oaecmlr.engine.checkpoint import check_compatible, load_checkpoint
 from oaecmlr.engine.devices import fast_bf16
-from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
-from oaecmlr.engine.launch import load_run_config
+from oaecmlr.engine.evaluate import evaluate
+from oaecmlr.engine.features import extract_features
 from oaecmlr.engine.rundata import load_run_data
-from oaecmlr.engine.state import check_compatible
+from oaecmlr.errors import CheckpointError
+from oaecmlr.formatting import pct
 from oaecmlr.models import build_model
-from oaecmlr.store.checkpoint import CheckpointError, load_checkpoint
-from oaecmlr.store.runs import find_run
+from oaecmlr.store.runs import find_run, load_run_config
 
 
 def pick_device(device: str) -> torch.device:
@@ -25,14 +26,14 @@ def pick_device(device: str) -> torch.device:
 
 def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
     """The run's model with the weights of best.pt or last.pt, and the epoch they come from."""
-    path = run.best if which == "best" else run.last
+    path = run.checkpoint(which)
     if not path.is_file():
         other = "last" if which == "best" else "best"
-        raise CheckpointError(f"run {run.name} has no {path.name} (no {'evaluation after epoch 0' if which == 'best' else 'finished epoch'} "
-                              f"yet); try --checkpoint {other}")
+        why = "no evaluation after epoch 0" if which == "best" else "no finished epoch"
+        raise CheckpointError(f"run {run.name} has no {path.name} ({why} yet); try --checkpoint {other}")
     arch = config.model.arch
     state = load_checkpoint(path)
-    check_compatible(state, path, arch, None, None)  # what load_model_weights does, keeping the epoch
+    check_compatible(state, path, arch, None, None)
     model = build_model(arch, None, config.model.pooling, config.model.last_stride)
     weights = {k: v for k, v in state["model"].items() if not k.startswith("classifier.")}
     try:
@@ -54,17 +55,18 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str = "best", rera
     amp, channels_last = config.train.amp_extract and fast_bf16(dev), config.train.channels_last  # as in training
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    query = extract_features(model, data.query.images, size, config.data.eval_batch, dev, amp, channels_last)
-    gallery = extract_features(model, data.gallery.images, size, config.data.eval_batch, dev, amp, channels_last)
-    distmat = distance_matrix(query, gallery, rerank)
-    metrics = rank_metrics(distmat, data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids,
-                           rerank=rerank)
+
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        return extract_features(model, images, size, config.data.eval_batch, dev, amp, channels_last)
+
+    metrics = evaluate(extract, data.query, data.gallery, rerank)
     result = {"run": run.name, "checkpoint": checkpoint, "epoch": epoch, "device": str(dev), **metrics}
     if visrank:
         from oaecmlr.cli.visrank import write_visrank
+        from oaecmlr.engine.features import distance_matrix
 
-        result["visrank"] = [str(p) for p in write_visrank(distmat, data.query,
-                                                           data.gallery, visrank, num)]
+        distmat = distance_matrix(extract(data.query.images), extract(data.gallery.images), rerank)
+        result["visrank"] = [str(p) for p in write_visrank(distmat, data.query, data.gallery, visrank, num)]
     return result
 
 

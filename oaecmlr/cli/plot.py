@@ -1,14 +1,64 @@
-"""`compare --plot`: mAP, R1 and cluster counts per epoch of several runs, three panels in one PNG."""
+"""`compare --plot`: mAP and R1 per evaluation, clusters and cross-camera share per epoch.
+
+Runs that differ only in their seed are drawn as one line (the mean) in a band (± one sample
+standard deviation), labelled by the settings that tell the groups apart, not by folder names.
+The file type follows the name: .png, .pdf or .svg. matplotlib is imported here only.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
-from oaecmlr.cli.errors import CliError
+from oaecmlr.errors import CliError
+from oaecmlr.store.compare import NOT_CONFIG, RunRecord, config_diff
+
+FORMATS = (".png", ".pdf", ".svg")
+MARKERS = "os^Dv<>p*h"
 
 
-def plot_runs(records: list[dict], path: str | Path) -> Path:
-    """Write the PNG of run records (`store.compare.run_record`); matplotlib is imported here only."""
+def groups_of(records: list[RunRecord]) -> tuple[list[tuple[str, list[RunRecord]]], str]:
+    """Runs grouped by their settings without the seed, each with a legend label made of the keys
+    that differ between groups; and a title line of the settings all groups share."""
+    keyed: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        keyed[tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in NOT_CONFIG))].append(r)
+    members = list(keyed.values())
+    firsts = [{k: v for k, v in m[0].config.items() if k not in NOT_CONFIG} for m in members]
+    diff = config_diff(firsts, [str(i) for i in range(len(members))])
+    labels = []
+    for i, group in enumerate(members):
+        parts = [f"{key.split('.', 1)[-1] if _unique_leaf(key, diff) else key}={values[str(i)]}"
+                 for key, values in diff.items()]
+        label = ", ".join(parts) if parts else group[0].name
+        seeds = [str(r.config.get("run.seed")) for r in group]
+        labels.append(label + (f" (seeds {','.join(seeds)})" if len(group) > 1 else ""))
+    shared = members[0][0].config if members else {}
+    title = " · ".join(str(shared.get(k)) for k in ("data.dataset", "model.arch") if shared.get(k) is not None)
+    return list(zip(labels, members)), title
+
+
+def _unique_leaf(key: str, diff: dict) -> bool:
+    leaf = key.split(".", 1)[-1]
+    return sum(k.split(".", 1)[-1] == leaf for k in diff) == 1
+
+
+def _series(values_per_run: list[dict[int, float]]) -> tuple[list[int], list[float], list[float]]:
+    """Epochs every run of a group has, with the mean and sample std there."""
+    epochs = sorted(set.intersection(*(set(v) for v in values_per_run))) if values_per_run else []
+    means, stds = [], []
+    for epoch in epochs:
+        points = [v[epoch] for v in values_per_run]
+        mean = sum(points) / len(points)
+        means.append(mean)
+        stds.append((sum((p - mean) ** 2 for p in points) / (len(points) - 1)) ** 0.5 if len(points) > 1 else 0.0)
+    return epochs, means, stds
+
+
+def plot_runs(records: list[RunRecord], path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise CliError(f"--plot writes {', '.join(FORMATS)}; give a file name ending in one of them, not {path.name}")
     try:
         import matplotlib
     except ImportError:
@@ -16,33 +66,37 @@ def plot_runs(records: list[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise CliError(f"--plot writes a PNG; give a file name ending in .png, not {path.name}")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5), dpi=110, constrained_layout=True)
-    panels = (("mAP (%)", "mAP"), ("rank-1 (%)", "rank1"))
-    markers = "os^Dv<>p*h"
-    for i, r in enumerate(records):  # a marker per run keeps overlapping curves apart
-        style = {"marker": markers[i % len(markers)], "linewidth": 2, "markersize": 6, "alpha": 0.85, "label": r["name"]}
-        for ax, (_, key) in zip(axes, panels):
-            points = [(e["epoch"], 100 * e[key]) for e in r["evaluations"] if e.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), **style)
-        clusters = [(c["epoch"], c["clusters"]) for c in r["clusters"] if c.get("clusters") is not None]
-        if clusters:
-            axes[2].plot(*zip(*clusters), **style)
-    for ax, title in zip(axes, [p[0] for p in panels] + ["clusters"]):
-        ax.set_title(title, fontsize=13)
+    groups, title = groups_of(records)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2), dpi=110, constrained_layout=True)
+    panels = [("mAP (%)", lambda r: {e.epoch: 100 * e.mAP for e in r.summary.evaluations}),
+              ("rank-1 (%)", lambda r: {e.epoch: 100 * e.rank1 for e in r.summary.evaluations}),
+              ("clusters", lambda r: {c.epoch: c.clusters for c in r.summary.clusters}),
+              ("clusters spanning cameras (%)", lambda r: {c.epoch: 100 * c.cross_camera for c in r.summary.clusters
+                                                           if c.cross_camera is not None})]
+    for i, (label, members) in enumerate(groups):  # a marker per group keeps overlapping curves apart
+        for ax, (_, values) in zip(axes, panels):
+            epochs, means, stds = _series([values(r) for r in members])
+            if not epochs:
+                continue
+            line, = ax.plot(epochs, means, marker=MARKERS[i % len(MARKERS)], linewidth=2, markersize=6, alpha=0.9,
+                            label=label)
+            if len(members) > 1:
+                ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+    for ax, (panel_title, _) in zip(axes, panels):
+        ax.set_title(panel_title, fontsize=13)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[2].yaxis.get_major_locator().set_params(integer=True)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if not handles:
-        handles, labels = axes[2].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes:  # the first panel that has every group
+        handles, labels = ax.get_legend_handles_labels()
+        if len(handles) == len(groups):
+            break
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=10, frameon=False)
-    fig.suptitle("run comparison", fontsize=14)
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=10, frameon=False)
+    bands = " (mean ± std over seeds)" if any(len(m) > 1 for _, m in groups) else ""
+    fig.suptitle(f"{title}{bands}" if title else f"run comparison{bands}", fontsize=14)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

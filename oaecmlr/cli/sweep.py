@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 
 from oaecmlr.cli.common import err_console
-from oaecmlr.engine.config import Config, ConfigError, set_value
+from oaecmlr.config import Config, set_value
+from oaecmlr.errors import ConfigError, OaecmlrError, RunError
+from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import RunDir, RunError, check_name, pid_alive, request_stop, run_dir, run_summary
+from oaecmlr.store.runs import RunDir, check_name, pid_alive, request_stop, run_dir, summarize_run
+from oaecmlr.store.schema import Eval, Start
 
 # build_config(extra --set strings, seed, gpus) -> (Config, preset)
 BuildConfig = Callable[[list[str], int | None, str | None], tuple[Config, str | None]]
@@ -82,7 +85,7 @@ def plan(prefix: str, grid: dict[str, list[str]], seeds: list[int | None], build
         job = Job(index, run_name(prefix, point, varying, config.run.seed), config, preset)
         existing = run_dir(job.name, runs_dir)
         if existing.exists():
-            status = run_summary(existing)["status"] if existing.events.exists() else "empty"
+            status = summarize_run(existing).status if existing.events.exists() else "empty"
             if status != "finished":
                 conflicts.append(f"{job.name} ({status})")
             job.run, job.outcome = existing, "skipped"
@@ -111,36 +114,36 @@ def _report(job: Job, total: int, text: str) -> None:
 
 def _progress(job: Job, total: int) -> None:
     for e in job.tail.read_new():
-        if e["event"] == "start":
-            job.epochs = e.get("epochs") or 0
-        elif e["event"] == "eval" and e["epoch"] > 0:
-            _report(job, total, f"epoch {e['epoch']}/{job.epochs}  mAP {100 * e['mAP']:.1f}  R1 {100 * e['rank1']:.1f}")
+        if isinstance(e, Start):
+            job.epochs = e.epochs
+        elif isinstance(e, Eval) and e.epoch > 0:
+            _report(job, total, f"epoch {epoch_text(e.epoch, job.epochs)}  mAP {pct(e.mAP)}  R1 {pct(e.rank1)}")
 
 
 def _finish(job: Job, total: int) -> None:
     _progress(job, total)
-    summary = run_summary(job.run)
-    best = summary["best"] or {}
-    if summary["last_event"] == "end":
+    summary = summarize_run(job.run)
+    best = summary.best
+    if summary.finished:
         job.outcome = "finished"
-        _report(job, total, f"[green]finished[/] in {time.time() - job.started:.0f}s, best mAP "
-                            f"{100 * best.get('mAP', 0):.1f} R1 {100 * best.get('rank1', 0):.1f}")
+        _report(job, total, f"[green]finished[/] in {duration(time.time() - job.started)}, best mAP "
+                            f"{pct(best.mAP if best else None)} R1 {pct(best.rank1 if best else None)}")
     else:
         job.outcome = "failed"
-        failure = summary["failure"] or {}
-        job.error = failure.get("error") or f"the process exited without finishing; see {job.run.log}"
+        job.error = summary.failure.error if summary.failure else \
+            f"the process exited without finishing; see {job.run.log}"
         _report(job, total, f"[red]failed[/]: {escape(job.error)}")
 
 
 def _start(job: Job, slot: str | None, runs_dir: str | None, total: int) -> None:
-    from oaecmlr.engine.launch import KNOWN_ERRORS, start_run
+    from oaecmlr.engine.launch import start_run
 
     if slot is not None:
         job.config.run.gpus = slot
     job.started = time.time()
     try:
         job.run = start_run(job.config, job.name, runs_dir, preset=job.preset, detach=True)
-    except (*KNOWN_ERRORS, RunError) as exc:
+    except OaecmlrError as exc:
         job.outcome, job.error = "failed", str(exc)
         _report(job, total, f"[red]could not start[/]: {escape(str(exc))}")
         return

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .records import DatasetError
+from oaecmlr.errors import DatasetError
 
 FORMAT_VERSION = 1
 _RESAMPLING = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the names on Image

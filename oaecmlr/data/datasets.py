@@ -1,4 +1,4 @@
-"""Parsers for the re-ID datasets of method.md section 6, and where to find them on disk.
+"""Parsers for the re-ID datasets of docs/method.md section 6, and where to find them on disk.
 
 `load_dataset(name, data_root) -> ImageSplits`. Every known problem raises `DatasetError` with one
 line naming the file; a split whose size differs from the standard release only warns.
@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-from .records import SPLITS, DatasetCountWarning, DatasetError, ImageSplits, Record, num_ids
+from oaecmlr.errors import DatasetError
+
+from .records import SPLITS, DatasetCountWarning, ImageSplits, Record, num_ids
 from .synthetic import synthetic_splits
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-# method.md gives ([-\d]+)_c(\d); this is the same on valid names, and reads two-digit cameras
+# docs/method.md gives ([-\d]+)_c(\d); this is the same on valid names, and reads two-digit cameras
 # (MSMT17 converted to the Market layout has c1..c15).
 MARKET_NAME = re.compile(r"(-?\d+)_c(\d+)")
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -188,7 +190,7 @@ class DatasetSpec:
     layout: str  # one line, for error messages
     has_layout: Callable[[Path], bool]
     parse: Callable[[Path], dict[str, list[Record]]]
-    expected: dict[str, tuple[int, int]] | None = None  # split -> (images, ids), method.md section 6
+    expected: dict[str, tuple[int, int]] | None = None  # split -> (images, ids), docs/method.md section 6
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [

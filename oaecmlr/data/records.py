@@ -11,8 +11,6 @@ from dataclasses import dataclass
 SPLITS = ("train", "query", "gallery")
 
 
-class DatasetError(ValueError):
-    """A known data problem. str(exc) is one line: what is wrong and how to fix it."""
 
 
 class DatasetCountWarning(UserWarning):

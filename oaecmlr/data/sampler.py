@@ -1,4 +1,4 @@
-"""PK batch sampling (P identities x K instances), camera-aware, and sharded evaluation batches.
+"""PK batch sampling (P identities x K instances), camera-aware.
 
 The PK semantics follow Cluster Contrast's RandomMultipleGallerySampler: per identity an anchor
 image, then K-1 more images preferably from cameras other than the anchor's ("reference": exactly
@@ -95,7 +95,7 @@ class PKSampler:
     slice of P*K/world_size indices (as DataParallel's chunks), so the global batch stays P x K.
     P must divide by world_size.
 
-    Supervised use (UDA stage 1): pass ground-truth pids as `labels`; `SupervisedPKSampler` is this class.
+    Supervised use (UDA stage 1): pass ground-truth pids as `labels`.
     """
 
     def __init__(
@@ -216,8 +216,6 @@ class PKSampler:
         return stream.ravel()[:need].reshape(self.num_iterations, width)
 
 
-SupervisedPKSampler = PKSampler
-
 
 def max_occurrences(labels: np.ndarray, batches: np.ndarray) -> np.ndarray:
     """Per batch (row of sample indices), how often its most frequent label occurs."""
@@ -228,14 +226,3 @@ def max_occurrences(labels: np.ndarray, batches: np.ndarray) -> np.ndarray:
     counts = np.bincount((values + width * np.arange(batches.shape[0])[:, None]).ravel(),
                          minlength=width * batches.shape[0])
     return counts.reshape(batches.shape[0], width).max(axis=1)
-
-
-def batched_indices(n: int, batch_size: int, rank=0, world_size=1) -> list[range]:
-    """This rank's evaluation batches: ranks own contiguous shards (sizes differ by at most 1) that
-    together cover 0..n-1 exactly once in dataset order; each shard is cut into batch_size ranges."""
-    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"bad batch_size={batch_size}, rank={rank}, world_size={world_size}")
-    base, extra = divmod(n, world_size)
-    lo = rank * base + min(rank, extra)
-    hi = lo + base + (rank < extra)
-    return [range(s, min(s + batch_size, hi)) for s in range(lo, hi, batch_size)]

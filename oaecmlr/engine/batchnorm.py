@@ -27,7 +27,8 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
-from oaecmlr.engine.bn_plan import RUNNING, BatchNormPlan
+from oaecmlr.config import BatchNormPlan
+from oaecmlr.config.settings import BN_RUNNING
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -39,8 +40,8 @@ class GroupBatchNorm(_BatchNorm):
     def __init__(self, num_features: int, group_size: int, running: str = "first", eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
-        if running not in RUNNING:
-            raise ValueError(f"train.bn_running must be one of {', '.join(RUNNING)}, got {running!r}")
+        if running not in BN_RUNNING:
+            raise ValueError(f"train.bn_running must be one of {', '.join(BN_RUNNING)}, got {running!r}")
         self.group_size, self.running = group_size, running
 
     def _check_input_dim(self, x):

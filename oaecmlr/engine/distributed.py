@@ -1,13 +1,19 @@
-"""Collectives the training loop needs, identical in one process and under torch.distributed.
+"""Collectives the training loop needs, identical in one process and under torch.distributed, and
+joining a process group (spawned workers or torchrun).
 
 With world size 1 every call is a no-op or an identity, so the loop has one code path.
 `forced=True` takes the distributed path (DDP, global BatchNorm, collectives) even at world size
 1: that is how the NCCL path is measured against the plain one on a single GPU.
+NCCL joins CUDA workers, gloo CPU workers; a collective that waits longer than the timeout fails
+its worker, so a hung peer cannot hang the run.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -32,11 +38,6 @@ class Dist:
     def barrier(self) -> None:
         if self.active:
             tdist.barrier()
-
-    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        if self.active:
-            tdist.broadcast(tensor, src)
-        return tensor
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         if not self.active:
@@ -64,6 +65,14 @@ class Dist:
         tdist.all_gather(parts, local.contiguous())
         return torch.cat(parts)
 
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks of a tensor (each rank's own value in one process)."""
+        if not self.active:
+            return value
+        total = value.detach().clone()
+        tdist.all_reduce(total)
+        return total / self.world_size
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank when any rank passes True (stop requests, NaN losses)."""
         if not self.active:
@@ -74,3 +83,29 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+def torchrun_env() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when started by torchrun with more than one worker."""
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    return None
+
+
+def init_group(device: torch.device, rank: int, world: int, timeout_s: float) -> None:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    tdist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s),
+                             device_id=device if device.type == "cuda" else None)
+
+
+def leave_group() -> None:
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,4 +1,4 @@
-"""Feature extraction (eval mode, test transform) and the Market-1501 evaluation of a model."""
+"""Feature extraction (eval mode, test transform) and query x gallery distances."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import contextlib
 
 import torch
 
+from oaecmlr.core.rerank import re_rank
 from oaecmlr.data.augment import eval_batch
-from oaecmlr.evaluation import evaluate_rank
-from oaecmlr.rerank import re_rank
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -49,15 +48,3 @@ def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, rerank: bool = F
         return (2 - 2 * a @ b.T).clamp_min(0).sqrt().cpu().numpy()
 
     return torch.from_numpy(re_rank(dist(q, g), dist(q, q), dist(g, g)))
-
-
-def rank_metrics(distmat: torch.Tensor, q_pids, g_pids, q_camids, g_camids, rerank: bool = False) -> dict:
-    """mAP, rank-1/5/10 and mINP as fractions in [0, 1] of a query x gallery distance matrix."""
-    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
-    cmc = result["cmc"]
-    return {
-        "mAP": result["mAP"], "mINP": result["mINP"],
-        "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]), "rank10": float(cmc[min(9, len(cmc) - 1)]),
-        "num_query": int(distmat.shape[0]), "num_gallery": int(distmat.shape[1]),
-        "skipped_queries": result["num_skipped_queries"], "rerank": rerank,
-    }

@@ -1,8 +1,9 @@
-"""Starting, resuming and detaching runs: the one place that turns a Config into a running loop.
+"""Starting, resuming and detaching runs: the one place that turns a checked Config into training.
 
-`start_run` checks the inputs before anything is written, creates the run folder with its resolved
-config.toml, then trains in this process or, with `detach`, in a background process that survives
-the terminal. `resume_run` continues a run from its last checkpoint.
+`start_run` checks the inputs before anything is written, creates the run folder with its
+resolved config.toml, then trains in this process (`train_process`), in supervised workers
+(`run_workers`), or, with `detach`, in a background process that survives the terminal.
+`resume_run` continues a run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -11,28 +12,28 @@ import os
 import socket
 import subprocess
 import sys
-import traceback
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from oaecmlr.data.records import DatasetError
-from oaecmlr.engine.config import Config, ConfigError, config_from_dict, read_toml, to_toml
+from oaecmlr.config import Config, to_toml
+from oaecmlr.engine.checkpoint import load_model_weights
 from oaecmlr.engine.devices import parse_gpus
-from oaecmlr.engine.distributed import SINGLE, Dist
-from oaecmlr.engine.loop import init_checkpoint
-from oaecmlr.engine.placement import place_images
-from oaecmlr.engine.rundata import load_run_data, load_splits
-from oaecmlr.engine.session import Listener, RunFailed, RunSession, StopRequested
-from oaecmlr.engine.state import load_model_weights
-from oaecmlr.engine.supervised import SupervisedLoop, training_classes
-from oaecmlr.engine.usl import UnsupervisedLoop
-from oaecmlr.engine.workers import torchrun_env
-from oaecmlr.store.checkpoint import CheckpointError
-from oaecmlr.store.runs import RunDir, create_run, find_run, live_state, run_dir
-
-KNOWN_ERRORS = (ConfigError, DatasetError, CheckpointError, RunFailed)
+from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
+from oaecmlr.engine.process import train_process
+from oaecmlr.engine.rundata import load_splits
+from oaecmlr.engine.session import Listener
+from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunFailed
+from oaecmlr.store.runs import (
+    RunDir,
+    checkpoint_file,
+    create_run,
+    find_run,
+    live_state,
+    load_run_config,
+    run_dir,
+)
 
 
 def default_name(config: Config, preset: str | None) -> str:
@@ -52,7 +53,7 @@ def check_inputs(config: Config) -> None:
     if config.model.pretrained and not Path(config.model.pretrained).is_file():
         raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
     if config.model.init:
-        path = init_checkpoint(config.model.init)
+        path = checkpoint_file(config.model.init)
         if not path.is_file():
             raise ConfigError(f"--init: no checkpoint at {config.model.init} (give a run folder or a .pt file)")
         load_model_weights(path, config.model.arch)  # refuses another architecture before anything is written
@@ -114,13 +115,21 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None) -> RunDi
     return run
 
 
+def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:
+    """Train in this process, or supervise one worker per `--gpus` entry."""
+    devices = parse_gpus(config.run.gpus)
+    if len(devices) > 1:
+        from oaecmlr.engine.workers import run_workers
+
+        return run_workers(run, devices, resume, listener)
+    return train_process(run, config, Dist(), torch.device(devices[0]), resume, listener)
+
+
 def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener | None = None) -> RunDir:
     """A worker started by torchrun: rank 0 prepares the run folder, every rank trains.
 
     `--gpus` only chooses CUDA (GPU LOCAL_RANK) or CPU (gloo) here; torchrun sets the worker count.
     """
-    from oaecmlr.engine.workers import init_group, train_worker
-
     rank, world, local_rank = torchrun_env()
     cuda = "cpu" not in config.run.gpus
     if cuda and not torch.cuda.is_available():
@@ -133,85 +142,16 @@ def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener
         if dist.is_main:
             try:
                 prepared = (str(prepare().path), None)
-            except KNOWN_ERRORS as exc:
+            except OaecmlrError as exc:
                 prepared = (None, str(exc))
         path, error = dist.broadcast_object(prepared)
         if error:
             raise RunFailed(error)
         run = RunDir(Path(path))
-        train_worker(run, load_run_config(run), dist, device, resume, listener if dist.is_main else None)
+        train_process(run, load_run_config(run), dist, device, resume, listener if dist.is_main else None)
         return run
     finally:
-        import torch.distributed as tdist
-
-        if tdist.is_initialized():
-            tdist.destroy_process_group()
-
-
-def load_run_config(run: RunDir) -> Config:
-    return config_from_dict(read_toml(run.config))
-
-
-def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:
-    """Train in this process (or supervise several workers). Known problems end the run with a
-    failure event and a RunFailed."""
-    devices = parse_gpus(config.run.gpus)
-    if len(devices) > 1:
-        from oaecmlr.engine.workers import run_workers
-
-        return run_workers(run, config, devices, resume, listener)
-    session = RunSession(run, listener)
-    session.install_signal_handlers()
-    try:
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        session.set_status("running", world_size=1)
-        device = torch.device(devices[0])
-        data = place_images(load_run_data(config.data, loading_progress(session)), device,
-                            config.data.image_cache, config.data.device_reserve_gb)
-        return build_loop(config, run, data, device, session).run_loop(resume)
-    except StopRequested:
-        return None
-    except Exception as exc:
-        raise record_failure(session, exc) from None
-    finally:
-        session.close()
-
-
-def loading_progress(session: RunSession):
-    """Show image decoding to the console (not written to events: `start` stays the first event)."""
-    session.log.info("loading data")
-    last: dict[str, int] = {}
-
-    def report(split: str, done: int, total: int) -> None:
-        step = max(1, total // 20)
-        if session.listener and (done == total or done - last.get(split, -step) >= step):
-            last[split] = done
-            session.listener({"event": "loading", "split": split, "done": done, "total": total})
-
-    return report
-
-
-def build_loop(config: Config, run: RunDir, data, device: torch.device, session: RunSession | None,
-               dist: Dist = SINGLE):
-    if config.run.kind == "supervised":
-        classes = int(training_classes(data.train.pids).max()) + 1
-        return SupervisedLoop(config, run, data, device, session, dist, num_classes=classes)
-    return UnsupervisedLoop(config, run, data, device, session, dist)
-
-
-def record_failure(session: RunSession, exc: Exception) -> RunFailed:
-    """Write the failure event (unless the loop already did) and return the error for the user."""
-    if isinstance(exc, RunFailed):
-        return exc
-    if isinstance(exc, KNOWN_ERRORS):
-        message = str(exc)
-    else:  # unexpected: keep the traceback in the log, one line for the user
-        session.log.error("unexpected error\n%s", traceback.format_exc())
-        message = f"{type(exc).__name__}: {exc} (traceback in {session.run.log})"
-    session.emit("failure", error=message)
-    session.set_status("failed", error=message)
-    return RunFailed(message)
+        leave_group()
 
 
 def spawn_detached(run: RunDir, resume: bool) -> int:

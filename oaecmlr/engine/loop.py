@@ -1,8 +1,8 @@
 """The epoch loop shared by unsupervised training and supervised pretraining.
 
-A subclass says how an epoch is prepared (its labels) and trained; this class owns the rest:
-model, optimizer, schedule, epoch-0 evaluation, periodic evaluation, checkpoints, resume, events,
-graceful stops and failures. Reading order: `run()`, then the helpers below it.
+`Loop` owns everything but two things: the labels of an epoch (`epoch_labels`) and the loss of a
+batch (`loss`, with `after_step` for what follows the optimizer step). Reading order: `run_loop`
+(one page: the whole run), `train_epoch` (one page: the whole epoch), then the helpers.
 """
 
 from __future__ import annotations
@@ -11,41 +11,76 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from oaecmlr.config import Config, plan_batchnorm
 from oaecmlr.data.augment import AugParams, apply_params, sample_params
-from oaecmlr.data.sampler import PKSampler, max_occurrences
+from oaecmlr.data.sampler import PKSampler
 from oaecmlr.engine.batchnorm import apply_plan, sync_running_stats
-from oaecmlr.engine.bn_plan import plan_batchnorm
-from oaecmlr.engine.config import Config, ConfigError
+from oaecmlr.engine.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_save,
+    check_compatible,
+    load_checkpoint,
+    load_init_weights,
+    restore_rng,
+    rng_state,
+)
 from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
-from oaecmlr.engine.features import distance_matrix, extract_features, rank_metrics
+from oaecmlr.engine.evaluate import evaluate
+from oaecmlr.engine.features import autocast, extract_features
 from oaecmlr.engine.rundata import RunData
-from oaecmlr.engine.session import RunFailed, RunSession, StopRequested
-from oaecmlr.engine.state import FORMAT, VERSION, check_compatible, load_model_weights, restore_rng, rng_state
+from oaecmlr.engine.session import RunSession, StopRequested
+from oaecmlr.errors import ConfigError, RunFailed
 from oaecmlr.models import build_model
-from oaecmlr.store.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from oaecmlr.store.runs import RunDir
+from oaecmlr.store.schema import End, EpochEnd, EpochStart, Eval, Event, Failure, Iter, Resume, Start, Stopped
 
 
 @dataclass
-class Phase:
-    """Where an epoch stands: its labels (and CMLR soft labels) and the next iteration to run."""
+class EpochLabels:
+    """An epoch's training targets, and where training stands inside the epoch (checkpointed)."""
 
     epoch: int
-    iteration: int
-    labels: torch.Tensor  # (N,) int64 training labels, -1 = not trained on
-    soft: torch.Tensor | None = None  # (M, C) soft labels of the samples in soft_index
+    labels: torch.Tensor  # (N,) int64 per training image, -1 = not trained on
+    soft: torch.Tensor | None = None  # (M, C) CMLR soft labels of the images in soft_index
     soft_index: torch.Tensor | None = None
+    iteration: int = 0  # the next iteration to run
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "iteration": self.iteration, "labels": self.labels.cpu(),
                 "soft": None if self.soft is None else self.soft.cpu(),
                 "soft_index": None if self.soft_index is None else self.soft_index.cpu()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> EpochLabels:
+        return cls(state["epoch"], state["labels"], state["soft"], state["soft_index"], state["iteration"])
+
+
+@dataclass
+class Targets:
+    """EpochLabels on the training device: a batch's hard labels and soft label rows."""
+
+    hard: torch.Tensor
+    soft: torch.Tensor | None = None
+    soft_row: torch.Tensor | None = None  # (N,) row of each image in `soft`, -1 if none
+
+    @classmethod
+    def of(cls, labels: EpochLabels, device: torch.device) -> Targets:
+        hard = labels.labels.to(device)
+        if labels.soft is None:
+            return cls(hard)
+        row = torch.full((hard.numel(),), -1, dtype=torch.long, device=device)
+        row[labels.soft_index.to(device)] = torch.arange(labels.soft.shape[0], device=device)
+        return cls(hard, labels.soft.to(device), row)
+
+    def soft_of(self, index: torch.Tensor) -> torch.Tensor | None:
+        return None if self.soft is None else self.soft[self.soft_row[index]]
 
 
 class Loop:
@@ -78,23 +113,90 @@ class Loop:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.optim.step_size, cfg.optim.gamma)
         self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
         self.best: dict | None = None
+        self.epoch_in_progress: int | None = None
         self._epoch_start = time.perf_counter()
         self._interval_loss = torch.zeros((), device=device)
         self._interval_start = time.perf_counter()
         self._interval_images = 0
-        self.build()
 
-    # hooks of the subclasses ------------------------------------------------------------------------
-    def build(self) -> None: ...
-    def extra_state(self) -> dict: return {}
-    def load_extra_state(self, state: dict) -> None: ...
-    def prepare_epoch(self, epoch: int) -> Phase: raise NotImplementedError
-    def train_epoch(self, phase: Phase) -> None: raise NotImplementedError
+    # what the subclasses say ------------------------------------------------------------------------
+    def epoch_labels(self, epoch: int) -> EpochLabels:
+        raise NotImplementedError
+
+    def loss(self, output, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def start_epoch(self, labels: EpochLabels, global_batches: np.ndarray) -> None:
+        """Before the first (or, after a resume, the next) iteration of an epoch; `global_batches`
+        are the (iterations, P x K) sample indices of all ranks, on the host."""
+
+    def after_step(self, output, y: torch.Tensor, index: torch.Tensor, iteration: int) -> None:
+        """After the optimizer step (the cluster memory moves here); `index` is this rank's batch."""
 
     def train_module(self) -> torch.nn.Module:
         """What one training step calls: the model itself (a subclass may wrap it)."""
         return self.core
 
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` saved."""
+
+    # the run ------------------------------------------------------------------------------------------
+    def run_loop(self, resume: bool) -> dict | None:
+        cfg = self.config
+        labels, first_epoch = self.begin(resume)
+        for epoch in range(first_epoch, cfg.run.epochs + 1):
+            self.epoch_in_progress = epoch
+            if labels is None or labels.epoch != epoch:
+                self.emit(EpochStart(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"]))
+                self._epoch_start = time.perf_counter()
+                labels = self.epoch_labels(epoch)
+            self.train_epoch(labels)
+            self.sync_batchnorm()
+            self.scheduler.step()
+            if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
+                self.evaluate(epoch)
+            self.emit(EpochEnd(epoch=epoch, seconds=round(time.perf_counter() - self._epoch_start, 3)))
+            self.save_checkpoint(epoch, None)
+            labels = None
+        self.emit(End(status="finished", best=self.best))
+        if self.session:
+            self.session.set_status("finished")
+        return self.best
+
+    def begin(self, resume: bool) -> tuple[EpochLabels | None, int]:
+        """Restore the last checkpoint (resume), or start: the start event and the epoch-0 evaluation."""
+        if resume and self.dist.broadcast_object(self.run.last.is_file()):
+            return self.restore()
+        # A resumed run that never finished an epoch has nothing to restore: start it over.
+        discarded = self.session.truncate_events(0) if resume and self.session else 0
+        self.emit_start(restarted=resume, discarded_events=discarded)
+        self.evaluate(0)
+        return None, 1
+
+    def train_epoch(self, labels: EpochLabels) -> None:
+        """The iterations of one epoch, from `labels.iteration` on: PK batch -> augmented images ->
+        forward -> loss -> backward -> step -> `after_step` -> events and stop requests."""
+        targets = Targets.of(labels, self.device)
+        batches, host_batches, global_batches = self.epoch_batches(labels)
+        self.start_epoch(labels, global_batches)
+        self.model.train()
+        for iteration in range(labels.iteration, batches.shape[0]):
+            index = batches[iteration]
+            x = self.batch_images(index, host_batches[iteration])
+            y = targets.hard[index]
+            with autocast(self.device, self.amp):
+                output = self.model(x)
+            loss = self.loss(output, y, targets.soft_of(index))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.after_step(output, y, index, iteration)
+            self.after_iteration(labels, iteration, batches.shape[0], loss.detach(), x.shape[0])
+
+    # the model on several workers ---------------------------------------------------------------------
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """BatchNorm statistics groups of `train.bn_group`; several workers: DistributedDataParallel.
         Outside whole-batch BatchNorm each worker keeps its own running statistics until
@@ -112,51 +214,22 @@ class Loop:
         if self.bn_plan.mode != "whole":
             sync_running_stats(self.core, self.config.train.bn_running, self.dist.world_size)
 
-    # the loop -----------------------------------------------------------------------------------------
-    def run_loop(self, resume: bool) -> dict | None:
-        cfg = self.config
-        phase = None
-        first_epoch = 1
-        if resume and self.dist.broadcast_object(self.run.last.is_file()):
-            phase, first_epoch = self.restore()
-        else:
-            # A resumed run that never finished an epoch has nothing to restore: start it over.
-            discarded = self.session.truncate_events(0) if resume and self.session else 0
-            self.emit_start(**({"restarted": True, "discarded_events": discarded} if resume else {}))
-            self.evaluate(0)
-        for epoch in range(first_epoch, cfg.run.epochs + 1):
-            if phase is None or phase.epoch != epoch:
-                self.emit("epoch_start", epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
-                self._epoch_start = time.perf_counter()
-                phase = self.prepare_epoch(epoch)
-            self.current_phase = phase
-            self.train_epoch(phase)
-            self.sync_batchnorm()
-            self.scheduler.step()
-            if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
-                self.evaluate(epoch)
-            self.emit("epoch_end", epoch=epoch, seconds=round(time.perf_counter() - self._epoch_start, 3))
-            self.save_checkpoint(epoch, None)
-            phase = None
-        self.emit("end", status="finished", best=self.best)
-        if self.session:
-            self.session.set_status("finished")
-        return self.best
-
-    # events, evaluation ----------------------------------------------------------------------------------
-    def emit(self, event: str, **fields) -> None:
+    # events, features, evaluation -----------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
         if self.session is not None:
-            self.session.emit(event, **fields)
+            self.session.emit(event)
 
-    def emit_start(self, **extra) -> None:
+    def emit_start(self, restarted: bool = False, discarded_events: int = 0) -> None:
         cfg = self.config
         if self.session is None:
             return
         per_rank = cfg.data.num_ids // self.dist.world_size * cfg.data.num_instances
-        self.session.start(kind=self.kind, run=self.run.name, dataset=cfg.data.dataset, epochs=cfg.run.epochs,
-                           iterations=cfg.run.iterations, arch=cfg.model.arch, world_size=self.dist.world_size,
-                           per_rank_batch=per_rank, global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr,
-                           device=str(self.device), data=self.data.stats, seed=cfg.run.seed, **extra)
+        self.session.start(Start(schema=0, kind=self.kind, run=self.run.name, dataset=cfg.data.dataset,
+                                 epochs=cfg.run.epochs, iterations=cfg.run.iterations, arch=cfg.model.arch,
+                                 world_size=self.dist.world_size, per_rank_batch=per_rank,
+                                 global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr, device=str(self.device),
+                                 seed=cfg.run.seed, data=self.data.stats, restarted=restarted,
+                                 discarded_events=discarded_events))
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """Features of all `images`, each rank extracting a contiguous shard, gathered in order."""
@@ -166,24 +239,19 @@ class Loop:
         bounds = [min(n, batch * (batches * r // world)) for r in range(world + 1)]
         counts = [bounds[r + 1] - bounds[r] for r in range(world)]
         start = bounds[self.dist.rank]
-        local = extract_features(self.core, images, self.out_size, self.config.data.eval_batch, self.device,
-                                 self.amp_extract, self.channels_last, rows=range(start, start + counts[self.dist.rank]))
+        local = extract_features(self.core, images, self.out_size, batch, self.device, self.amp_extract,
+                                 self.channels_last, rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
 
     def evaluate(self, epoch: int) -> dict:
-        start = time.perf_counter()
-        query = self.extract(self.data.query.images)
-        gallery = self.extract(self.data.gallery.images)
-        metrics = None
-        if self.dist.is_main:
-            metrics = rank_metrics(distance_matrix(query, gallery), self.data.query.pids, self.data.gallery.pids,
-                                   self.data.query.camids, self.data.gallery.camids)
-            metrics["seconds"] = round(time.perf_counter() - start, 3)
-            self.emit("eval", epoch=epoch, **metrics)
-            if epoch > 0 and (self.best is None or metrics["mAP"] > self.best["mAP"]):
-                self.best = {"epoch": epoch, **{k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}}
-                atomic_save(self.model_checkpoint(epoch, metrics), self.run.best)
-        return metrics or {}
+        metrics = evaluate(self.extract, self.data.query, self.data.gallery, main=self.dist.is_main)
+        if not self.dist.is_main:
+            return {}
+        self.emit(Eval(epoch=epoch, **metrics))
+        if epoch > 0 and (self.best is None or metrics["mAP"] > self.best["mAP"]):
+            self.best = {"epoch": epoch, **{k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}}
+            atomic_save(self.model_checkpoint(epoch, metrics), self.run.best)
+        return metrics
 
     # iterations ------------------------------------------------------------------------------------------
     def augment(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -197,20 +265,19 @@ class Loop:
         params = AugParams(params.flip[mine], params.offset[mine], params.erase[mine]).to(images_u8.device)
         return apply_params(images_u8, self.out_size, params, data.pad, self.channels_last)
 
-    def epoch_batches(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def epoch_batches(self, labels: EpochLabels) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """This rank's (iterations, batch) sample indices of the epoch (PK batches of the labels), on
-        the training device and on the host (for a host image cache: no device-to-host sync), and
-        per iteration the most times a label occurs in the global batch (for the memory update)."""
+        the training device and on the host (for a host image cache: no device-to-host sync), and the
+        global batches of all ranks on the host."""
         cfg = self.config
-        sampler = PKSampler(phase.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
+        sampler = PKSampler(labels.labels.numpy(), self.data.train.camids, num_instances=cfg.data.num_instances,
                             num_ids=cfg.data.num_ids, num_iterations=cfg.run.iterations, seed=cfg.run.seed,
-                            epoch=phase.epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+                            epoch=labels.epoch, rank=self.dist.rank, world_size=self.dist.world_size,
                             rule=cfg.data.sampler)
         host = torch.from_numpy(sampler.batches())
         if host.numel() == 0:
-            raise self.fail(f"epoch {phase.epoch}: nothing to train on (no clustered samples)")
-        rounds = max_occurrences(phase.labels.numpy(), sampler.global_batches()).tolist()
-        return host.to(self.device), host, rounds
+            raise self.fail(f"epoch {labels.epoch}: nothing to train on (no clustered samples)")
+        return host.to(self.device), host, sampler.global_batches()
 
     def batch_images(self, index: torch.Tensor, host_index: torch.Tensor) -> torch.Tensor:
         """The augmented images of a batch of sample indices, on the training device."""
@@ -222,7 +289,7 @@ class Loop:
             picked = picked.pin_memory()
         return self.augment(picked.to(self.device, non_blocking=True))
 
-    def after_iteration(self, phase: Phase, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
+    def after_iteration(self, labels: EpochLabels, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the
         epoch) check it, emit an iteration event and honour stop requests."""
         self._interval_loss += loss.float()
@@ -231,29 +298,29 @@ class Loop:
         if done % self.config.run.log_every and done != total:
             return
         count = (done - 1) % self.config.run.log_every + 1
-        mean_loss = float(self._interval_loss) / count
+        mean_loss = float(self.dist.mean(self._interval_loss)) / count  # the global batch's loss, not rank 0's half
         elapsed = time.perf_counter() - self._interval_start
         if self.dist.any(not math.isfinite(mean_loss), self.device):
-            raise self.fail(f"loss became {mean_loss} at epoch {phase.epoch} iteration {done}; "
+            raise self.fail(f"loss became {mean_loss} at epoch {labels.epoch} iteration {done}; "
                             "kept the last good checkpoint (lower optim.lr?)")
-        self.emit("iter", epoch=phase.epoch, iteration=done, total_iterations=total, loss=round(mean_loss, 5),
-                  lr=self.optimizer.param_groups[0]["lr"], images_per_s=round(self._interval_images / max(elapsed, 1e-9), 2))
+        self.emit(Iter(epoch=labels.epoch, iteration=done, total_iterations=total, loss=round(mean_loss, 5),
+                       lr=self.optimizer.param_groups[0]["lr"],
+                       images_per_s=round(self._interval_images / max(elapsed, 1e-9), 2)))
         self._interval_loss.zero_()
         self._interval_images = 0
         self._interval_start = time.perf_counter()
         reason = self.session.stop_reason() if self.session else None
         if self.dist.any(reason is not None, self.device) and done < total:
-            phase.iteration = done
-            self.emit("stopped", epoch=phase.epoch, iteration=done, reason=reason or "stopped by rank 0")
+            labels.iteration = done
+            self.emit(Stopped(epoch=labels.epoch, iteration=done, reason=reason or "stopped by rank 0"))
             self.sync_batchnorm()
-            self.save_checkpoint(phase.epoch - 1, phase)
+            self.save_checkpoint(labels.epoch - 1, labels)
             if self.session:
                 self.session.set_status("stopped")
             raise StopRequested(reason)
 
     def fail(self, message: str) -> RunFailed:
-        self.emit("failure", epoch=getattr(getattr(self, "current_phase", None), "epoch", None), error=message,
-                  rank=self.dist.rank)
+        self.emit(Failure(epoch=self.epoch_in_progress, error=message, rank=self.dist.rank))
         if self.session:
             self.session.set_status("failed", error=message)
         return RunFailed(message)
@@ -265,18 +332,18 @@ class Loop:
                 "dataset": cfg.data.dataset, "num_train": len(self.data.train), "epoch": epoch,
                 "model": self.core.state_dict(), "metrics": metrics}
 
-    def save_checkpoint(self, completed_epoch: int, phase: Phase | None) -> None:
-        """last.pt after `completed_epoch`; with `phase`, also the position inside the next epoch."""
+    def save_checkpoint(self, completed_epoch: int, labels: EpochLabels | None) -> None:
+        """last.pt after `completed_epoch`; with `labels`, also the position inside the next epoch."""
         if not self.dist.is_main:
             return
         state = self.model_checkpoint(completed_epoch)
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                      rng=rng_state(self.augment_generator), best=self.best,
                      events_offset=self.session.events.offset() if self.session else 0,
-                     phase=None if phase is None else phase.state(), **self.extra_state())
+                     phase=None if labels is None else labels.state(), **self.extra_state())
         atomic_save(state, self.run.last)
 
-    def restore(self) -> tuple[Phase | None, int]:
+    def restore(self) -> tuple[EpochLabels | None, int]:
         cfg = self.config
         state = load_checkpoint(self.run.last)
         check_compatible(state, self.run.last, cfg.model.arch, cfg.data.dataset, len(self.data.train))
@@ -286,33 +353,11 @@ class Loop:
         self.load_extra_state(state)
         restore_rng(state["rng"], self.augment_generator)
         self.best = state.get("best")
-        phase = None
-        if state.get("phase"):
-            p = state["phase"]
-            phase = Phase(p["epoch"], p["iteration"], p["labels"], p["soft"], p["soft_index"])
+        labels = EpochLabels.from_state(state["phase"]) if state.get("phase") else None
         if self.session is not None:
             discarded = self.session.truncate_events(state["events_offset"])
             self.session.set_status("running", resumed=time.time())
-            self.emit("resume", from_epoch=state["epoch"], iteration=phase.iteration if phase else 0,
-                      discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid())
-        return phase, (phase.epoch if phase else state["epoch"] + 1)
-
-
-def init_checkpoint(init: str) -> Path:
-    """--init takes a checkpoint file or a run folder (its best.pt, else last.pt)."""
-    path = Path(init)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-    return path
-
-
-def load_init_weights(model: torch.nn.Module, init: str, arch: str) -> None:
-    """Start from another run's model (UDA stage 2); only its classifier may be left out."""
-    path = init_checkpoint(init)
-    missing, unexpected = model.load_state_dict(load_model_weights(path, arch), strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("classifier.")]
-    missing = [k for k in missing if not k.startswith("classifier.")]
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit a {arch} model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            self.emit(Resume(from_epoch=state["epoch"], iteration=labels.iteration if labels else 0,
+                             discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid(),
+                             epochs=cfg.run.epochs))
+        return labels, (labels.epoch if labels else state["epoch"] + 1)

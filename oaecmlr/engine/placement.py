@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from oaecmlr.engine.config import ConfigError
 from oaecmlr.engine.rundata import RunData, Split
+from oaecmlr.errors import ConfigError
 
 GiB = 2**30
 MODES = ("auto", "device", "host")

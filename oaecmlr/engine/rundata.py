@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from oaecmlr.config.settings import DataSection
 from oaecmlr.data.cache import load_images
 from oaecmlr.data.datasets import load_dataset
-from oaecmlr.data.records import DatasetError, ImageSplits, Record
+from oaecmlr.data.records import ImageSplits, Record
 from oaecmlr.data.synthetic import make_synthetic
-from oaecmlr.engine.config import DataSection
+from oaecmlr.errors import DatasetError
 
 
 @dataclass

@@ -6,6 +6,7 @@ Only the main process (rank 0) of a run owns a RunSession. Everything it writes 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -17,28 +18,29 @@ from typing import Any
 
 from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
 from oaecmlr.store.runs import RunDir
+from oaecmlr.store.schema import Event, Start, to_record
 
-Listener = Callable[[dict[str, Any]], None]
+Listener = Callable[[Event], None]
 
 
 class StopRequested(Exception):
     """Raised inside the loop after a graceful stop was requested (SIGTERM, Ctrl-C, `oaecmlr stop`)."""
 
 
-class RunFailed(Exception):
-    """The run ended with a failure event; str() is the one-line reason."""
 
 
-BULKY = ("size_histogram", "data", "timings")  # in events.jsonl; too long for a log line
+BULKY = ("size_histogram", "data", "timings", "provenance", "time")  # in events.jsonl; too long for a log line
 
 
-def log_line(event: str, fields: dict[str, Any]) -> str:
+def log_line(event: Event) -> str:
     """One readable line per event for log.txt: `event key=value ...`, floats to 4 digits."""
     def text(value: Any) -> str:
         if isinstance(value, dict):
             return "{" + " ".join(f"{k}={text(v)}" for k, v in value.items()) + "}"
         return f"{value:.4g}" if isinstance(value, float) else str(value)
-    return " ".join([event] + [f"{k}={text(v)}" for k, v in fields.items() if k not in BULKY and v is not None])
+    fields = to_record(event)
+    kind = fields.pop("event")
+    return " ".join([kind] + [f"{k}={text(v)}" for k, v in fields.items() if k not in BULKY and v is not None])
 
 
 class RunSession:
@@ -56,15 +58,20 @@ class RunSession:
         self.log.handlers = [handler]
 
     # events -------------------------------------------------------------------------------------
-    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = self.events.write(event, **fields)
-        self.log.info("%s", log_line(event, fields))
+    def emit(self, event: Event) -> Event:
+        event = self.events.write(event)
+        self.log.info("%s", log_line(event))
         if self.listener is not None:
-            self.listener(record)
-        return record
+            self.listener(event)
+        return event
 
-    def start(self, **fields: Any) -> None:
-        self.emit("start", schema=SCHEMA_VERSION, pid=os.getpid(), host=socket.gethostname(), **fields)
+    def show(self, event: Event) -> None:
+        """To the console only (image decoding progress), not to events.jsonl."""
+        if self.listener is not None:
+            self.listener(event)
+
+    def start(self, event: Start) -> None:
+        self.emit(dataclasses.replace(event, schema=SCHEMA_VERSION, pid=os.getpid(), host=socket.gethostname()))
         self.set_status("running", started=time.time())
 
     def set_status(self, state: str, **fields: Any) -> None:
@@ -80,7 +87,7 @@ class RunSession:
         if size > offset:
             with open(path, "rb") as f:
                 kept, tail = f.read(offset), f.read()
-            with open(self.run.path / "events.discarded.jsonl", "ab") as f:
+            with open(self.run.discarded_events, "ab") as f:
                 f.write(tail if tail.endswith(b"\n") else tail + b"\n")
             discarded = tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
             # Replace rather than truncate: readers notice the new file even if it regrows at once.

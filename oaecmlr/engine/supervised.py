@@ -1,7 +1,7 @@
 """Supervised training with ground-truth identities (`oaecmlr pretrain`): label-smoothed
 cross-entropy on the BN-neck logits plus batch-hard triplet loss on the pooled features (Luo et
 al., "Bag of Tricks and A Strong Baseline for Deep Person Re-identification", CVPRW 2019).
-It is UDA stage 1 (method.md section 7) and the supervised upper bound of the unsupervised runs.
+It is UDA stage 1 (docs/method.md section 7) and the supervised upper bound of the unsupervised runs.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oaecmlr.engine.features import autocast
-from oaecmlr.engine.loop import Loop, Phase
+from oaecmlr.engine.loop import EpochLabels, Loop
+from oaecmlr.models import TrainOutput
 
 
 def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -35,7 +35,7 @@ class TrainForward(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> TrainOutput:
         return self.model.forward_train(x)
 
 
@@ -45,23 +45,10 @@ class SupervisedLoop(Loop):
     def train_module(self) -> torch.nn.Module:
         return TrainForward(self.core)
 
-    def prepare_epoch(self, epoch: int) -> Phase:
-        return Phase(epoch, 0, torch.as_tensor(training_classes(self.data.train.pids)))
+    def epoch_labels(self, epoch: int) -> EpochLabels:
+        return EpochLabels(epoch, torch.as_tensor(training_classes(self.data.train.pids)))
 
-    def train_epoch(self, phase: Phase) -> None:
-        cfg = self.config
-        labels = phase.labels.to(self.device)
-        batches, host_batches, _ = self.epoch_batches(phase)
-        self.model.train()
-        for iteration in range(phase.iteration, batches.shape[0]):
-            index = batches[iteration]
-            x = self.batch_images(index, host_batches[iteration])
-            y = labels[index]
-            with autocast(self.device, self.amp):
-                out = self.model(x)
-            loss = F.cross_entropy(out.logits.float(), y, label_smoothing=cfg.supervised.label_smoothing)
-            loss = loss + batch_hard_triplet(out.features_before_bn, y, cfg.supervised.triplet_margin)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.after_iteration(phase, iteration, batches.shape[0], loss.detach(), x.shape[0])
+    def loss(self, output: TrainOutput, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        supervised = self.config.supervised
+        loss = F.cross_entropy(output.logits.float(), y, label_smoothing=supervised.label_smoothing)
+        return loss + batch_hard_triplet(output.features_before_bn, y, supervised.triplet_margin)

@@ -1,6 +1,8 @@
-"""Unsupervised training (method.md section 1): per epoch extract features, pseudo-label with the
-Jaccard distance and DBSCAN, OAE, CMLR, initialise the cluster memory, train a fixed number of PK
-iterations, evaluate every `eval_every` epochs. Epoch 0 is an evaluation before any training.
+"""Unsupervised training (docs/method.md section 1). Each epoch: features of the training images ->
+(per-camera normalisation) -> k-reciprocal (or camera-aware) Jaccard + DBSCAN pseudo-labels -> OAE
+-> cluster geometry -> CMLR soft labels -> the cluster memory (and camera proxies) -> a fixed number
+of PK iterations against them. Clustering runs once, on rank 0; every rank gets its labels and
+builds the same memory. The camera-aware pieces (section 11) are off unless configured.
 """
 
 from __future__ import annotations
@@ -10,108 +12,122 @@ import time
 import numpy as np
 import torch
 
-from oaecmlr.clusters import cluster_geometry
-from oaecmlr.cmlr import cmlr
-from oaecmlr.diagnostics import cluster_size_histogram, cross_camera_fraction, nmi, oae_precision, purity
-from oaecmlr.engine.features import autocast
-from oaecmlr.engine.loop import Loop, Phase
-from oaecmlr.memory import ClusterMemory
-from oaecmlr.oae import oae
-from oaecmlr.pseudo_labelling import pseudo_labels
+from oaecmlr.core.camera_memory import CameraProxyMemory
+from oaecmlr.core.camera_norm import camera_normalise
+from oaecmlr.core.clusters import Clusters, cluster_geometry
+from oaecmlr.core.cmlr import cmlr
+from oaecmlr.core.diagnostics import camera_spread, cluster_size_histogram, nmi, oae_precision, purity
+from oaecmlr.core.memory import ClusterMemory
+from oaecmlr.core.oae import oae
+from oaecmlr.core.pseudo_labelling import pseudo_labels
+from oaecmlr.data.sampler import max_occurrences
+from oaecmlr.engine.loop import EpochLabels, Loop
+from oaecmlr.store.schema import Cluster
 
 
 class UnsupervisedLoop(Loop):
     kind = "usl"
 
-    def build(self) -> None:
-        cfg = self.config
-        self.memory = ClusterMemory(self.core.feature_dim, cfg.memory.temperature, cfg.memory.momentum,
-                                    cfg.memory.mode).to(self.device)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        memory = self.config.memory
+        self.memory = ClusterMemory(self.core.feature_dim, memory.temperature, memory.momentum, memory.mode).to(self.device)
+        self.proxies = None
+        if memory.camera_proxies:
+            self.proxies = CameraProxyMemory(self.core.feature_dim, memory.camera_temperature, memory.momentum,
+                                             memory.camera_negatives, memory.mode).to(self.device)
+        self.camids = torch.as_tensor(self.data.train.camids, device=self.device)
+        self._rounds: list[int] = []
+        self._proxy_rounds: list[int] = []
+        self._sample_proxy: torch.Tensor | None = None
+
+    def epoch_labels(self, epoch: int) -> EpochLabels:
+        started = time.perf_counter()
+        features = self.extract(self.data.train.images)
+        timings = {"extract": time.perf_counter() - started}
+        labels, geometry = self.pseudo_label(features, epoch, timings) if self.dist.is_main else (None, None)
+        labels = self.dist.broadcast_object(labels)
+        if isinstance(labels, str):
+            raise self.fail(labels)
+        if geometry is None:  # ranks other than 0
+            geometry = cluster_geometry(features, labels.labels.numpy())
+        self.memory.initialise(geometry.centroids)
+        if self.proxies is not None:
+            self.proxies.initialise(features, labels.labels, self.camids)
+        return labels
+
+    def pseudo_label(self, features: torch.Tensor, epoch: int, timings: dict) -> tuple[EpochLabels | str, Clusters | None]:
+        """Rank 0: this epoch's labels and their geometry, and the cluster event (or why there are none)."""
+        cfg, cluster = self.config, self.config.cluster
+        camids = self.data.train.camids
+        clustered_on = camera_normalise(features, camids, cluster.camera_norm)
+        camera = ({"camids": camids, "k1_intra": cluster.k1_intra, "k1_inter": cluster.k1_inter,
+                   "k2_intra": cluster.k2_intra, "k2_inter": cluster.k2_inter} if cluster.camera_jaccard else {})
+        clustering = pseudo_labels(clustered_on, cluster.eps, cluster.min_samples, cluster.k1, cluster.k2,
+                                   cluster.knn_backend, **camera)
+        timings.update({k: v for k, v in clustering.timings.items() if k != "total"})
+        before = clustering.labels
+        if clustering.num_clusters == 0:
+            return (f"no clusters at epoch {epoch}: all {before.size} images are DBSCAN outliers; "
+                    "raise cluster.eps or lower cluster.min_samples"), None
+
+        started = time.perf_counter()
+        oae_on = cfg.oae.enabled and cfg.oae.rho > 0 and cfg.oae.rounds > 0
+        outliers = np.flatnonzero(before == -1) if oae_on else np.zeros(0, dtype=np.int64)
+        assigned = oae(features, before, clustering.full_rows(outliers), clustering.neighbours, k=cfg.oae.k,
+                       rho=cfg.oae.rho, rounds=cfg.oae.rounds, min_samples=cluster.min_samples, enabled=oae_on)
+        labels = assigned.labels
+        timings["oae"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        geometry = cluster_geometry(features, labels)
+        refined = None
+        if cfg.cmlr.enabled and cfg.cmlr.lam > 0:
+            refined = cmlr(features, labels, cfg.cmlr.lam, cfg.cmlr.tau_r, cfg.cmlr.top_k or None, geometry=geometry)
+        timings["cmlr"] = time.perf_counter() - started
+
+        truth = self.data.train.pids
+        self.emit(Cluster(
+            epoch=epoch, clusters=clustering.num_clusters, outliers_before=assigned.outliers_before,
+            outliers_after=assigned.outliers_after, oae_assigned=assigned.assigned,
+            oae_passed_neighbourhood=assigned.passed_neighbourhood,
+            cmlr_entropy=refined.mean_entropy if refined else 0.0, cmlr_weight=refined.mean_weight if refined else 0.0,
+            size_histogram=cluster_size_histogram(labels), knn_backend=clustering.knn_backend,
+            timings={k: round(v, 4) for k, v in timings.items()}, **camera_spread(labels, camids),
+            purity=purity(labels, truth), nmi=nmi(labels, truth), oae_precision=oae_precision(before, labels, truth)))
+        soft, index = (None, None) if refined is None else (refined.soft_labels.cpu(), torch.as_tensor(refined.sample_index))
+        return EpochLabels(epoch, torch.as_tensor(labels), soft, index), geometry
+
+    def start_epoch(self, labels: EpochLabels, global_batches: np.ndarray) -> None:
+        """How often a cluster (and a proxy) occurs at most in each global batch, counted on the host:
+        the memory update then never waits for the device."""
+        hard = labels.labels.numpy()
+        self._rounds = max_occurrences(hard, global_batches).tolist()
+        if self.proxies is not None:
+            self._sample_proxy = self.proxies.proxy_of(labels.labels, self.camids)
+            self._proxy_rounds = max_occurrences(self._sample_proxy.cpu().numpy(), global_batches).tolist()
+
+    def loss(self, features: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        loss = self.memory(features.float(), y, soft, self.config.cmlr.weight)
+        if self.proxies is not None:
+            loss = loss + self.config.memory.camera_weight * self.proxies(features.float(), y)
+        return loss
+
+    def after_step(self, features: torch.Tensor, y: torch.Tensor, index: torch.Tensor, iteration: int) -> None:
+        # The memory moves with the whole global batch, so every rank holds the same memory.
+        gathered = self.dist.all_gather_cat(features.detach().float())
+        self.memory.update(gathered, self.dist.all_gather_cat(y), self._rounds[iteration])
+        if self.proxies is not None:
+            self.proxies.update(gathered, self.dist.all_gather_cat(self._sample_proxy[index]),
+                                self._proxy_rounds[iteration])
 
     def extra_state(self) -> dict:
-        return {"memory": self.memory.state_dict()}
+        state = {"memory": self.memory.state_dict()}
+        if self.proxies is not None:
+            state["camera_proxies"] = self.proxies.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
-
-    # one epoch --------------------------------------------------------------------------------------
-    def prepare_epoch(self, epoch: int) -> Phase:
-        """Pseudo-labels, OAE, CMLR and memory for this epoch (computed on rank 0, shared)."""
-        stage_start = time.perf_counter()
-        features = self.extract(self.data.train.images)
-        timings = {"extract": time.perf_counter() - stage_start}
-        payload = None
-        if self.dist.is_main:
-            payload = self._cluster(features, epoch, timings)
-        payload = self.dist.broadcast_object(payload)
-        if payload is None or "error" in payload:
-            raise self.fail(payload["error"] if payload else "clustering failed on rank 0")
-        labels = payload["labels"]
-        geometry = cluster_geometry(features, labels)
-        self.memory.initialise(geometry.centroids)
-        soft = payload["soft"]
-        return Phase(epoch, 0, torch.as_tensor(labels), None if soft is None else soft[0],
-                     None if soft is None else torch.as_tensor(soft[1]))
-
-    def _cluster(self, features: torch.Tensor, epoch: int, timings: dict) -> dict:
-        cfg = self.config
-        result = pseudo_labels(features, cfg.cluster.eps, cfg.cluster.min_samples, cfg.cluster.k1, cfg.cluster.k2,
-                               cfg.cluster.knn_backend)
-        timings.update({k: v for k, v in result.timings.items() if k != "total"})
-        start = time.perf_counter()
-        before = result.labels
-        if result.num_clusters == 0:
-            return {"error": f"no clusters at epoch {epoch}: all {before.size} images are DBSCAN outliers; "
-                             "raise cluster.eps or lower cluster.min_samples"}
-        oae_on = cfg.oae.enabled and cfg.oae.rho > 0 and cfg.oae.rounds > 0
-        outliers = np.flatnonzero(before == -1) if oae_on else np.zeros(0, dtype=np.int64)
-        oae_result = oae(features, before, result.full_rows(outliers), result.neighbours, k=cfg.oae.k,
-                         rho=cfg.oae.rho, rounds=cfg.oae.rounds, min_samples=cfg.cluster.min_samples,
-                         enabled=oae_on)
-        labels = oae_result.labels
-        timings["oae"] = time.perf_counter() - start
-        start = time.perf_counter()
-        refined = None
-        if cfg.cmlr.enabled and cfg.cmlr.lam > 0:
-            refined = cmlr(features, labels, cfg.cmlr.lam, cfg.cmlr.tau_r, cfg.cmlr.top_k or None)
-        timings["cmlr"] = time.perf_counter() - start
-        truth = self.data.train.pids
-        self.emit("cluster", epoch=epoch, clusters=result.num_clusters, outliers_before=oae_result.outliers_before,
-                  outliers_after=oae_result.outliers_after, oae_assigned=oae_result.assigned,
-                  oae_passed_neighbourhood=oae_result.passed_neighbourhood,
-                  cmlr_entropy=refined.mean_entropy if refined else 0.0,
-                  cmlr_weight=refined.mean_weight if refined else 0.0,
-                  size_histogram=cluster_size_histogram(labels), knn_backend=result.knn_backend,
-                  timings={k: round(v, 4) for k, v in timings.items()},
-                  cross_camera=cross_camera_fraction(labels, self.data.train.camids),
-                  purity=purity(labels, truth), nmi=nmi(labels, truth),
-                  oae_precision=oae_precision(before, labels, truth))
-        soft = None if refined is None else (refined.soft_labels.cpu(), refined.sample_index)
-        return {"labels": labels, "soft": soft}
-
-    def train_epoch(self, phase: Phase) -> None:
-        cfg = self.config
-        labels = phase.labels.to(self.device)
-        soft_rows = None
-        if phase.soft is not None:
-            soft = phase.soft.to(self.device)
-            position = torch.full((labels.numel(),), -1, dtype=torch.long, device=self.device)
-            position[phase.soft_index.to(self.device)] = torch.arange(soft.shape[0], device=self.device)
-            soft_rows = (soft, position)
-        batches, host_batches, rounds = self.epoch_batches(phase)
-        self.model.train()
-        for iteration in range(phase.iteration, batches.shape[0]):
-            index = batches[iteration]
-            x = self.batch_images(index, host_batches[iteration])
-            y = labels[index]
-            with autocast(self.device, self.amp):
-                features = self.model(x)
-            target_soft = None if soft_rows is None else soft_rows[0][soft_rows[1][index]]
-            loss = self.memory(features.float(), y, target_soft, cfg.cmlr.weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            # The memory moves with the whole global batch, so every rank holds the same memory.
-            self.memory.update(self.dist.all_gather_cat(features.detach().float()), self.dist.all_gather_cat(y),
-                               rounds[iteration])
-            self.after_iteration(phase, iteration, batches.shape[0], loss.detach(), x.shape[0])
+        if self.proxies is not None and "camera_proxies" in state:  # else the next epoch builds them
+            self.proxies.load_state_dict(state["camera_proxies"])

@@ -1,16 +1,16 @@
 """Comparing runs honestly: metrics side by side, per-evaluation deltas against the first run,
 clusters per epoch, a config diff, warnings when runs are not comparable, and mean ± std over
-seeds of the same config. Pure functions of run folders, shared by the CLI and the dashboard.
-"""
+seeds of the same config. Pure functions of run folders, shared by the CLI and the dashboard."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
-from oaecmlr.store.events import read_events
-from oaecmlr.store.runs import RunDir, run_summary
+from oaecmlr.store.runs import RunDir, summarize_run
+from oaecmlr.store.summary import RunSummary
 
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 # Settings that make numbers incomparable when they differ (besides the dataset itself).
@@ -20,97 +20,113 @@ COMPARABILITY = {
     "data.width": "input width",
     "data.num_ids": "identities per batch",
     "data.num_instances": "instances per identity",
+    "run.epochs": "epochs",
+    "run.iterations": "iterations per epoch",
+    "data.holdout_ids": "evaluation split (data.holdout_ids)",
 }
+# Keys that never make two runs different experiments.
 NOT_CONFIG = ("run.seed", "run.gpus", "run.threads", "data.root", "data.cache_dir", "model.pretrained", "model.init")
+PROVENANCE = {"commit": "git commit", "dirty": "uncommitted changes", "oaecmlr": "oaecmlr version",
+              "torch": "torch version", "numpy": "numpy version", "host": "host", "gpu": "GPU", "cpu": "CPU"}
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's summary and its flat settings."""
+
+    summary: RunSummary
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.summary.name
 
 
 def read_config(run: RunDir) -> dict[str, Any]:
-    from oaecmlr.engine.config import read_toml
+    """The run's settings, flat ("section.key": value), as the run understood them."""
+    from oaecmlr.config import config_from_dict, read_toml
+    from oaecmlr.errors import ConfigError
 
-    return flatten({k: v for k, v in read_toml(run.config).items() if k not in ("preset", "pretrain")}) if run.config.exists() else {}
-
-
-def run_record(run: RunDir, events: list[dict] | None = None, config: dict | None = None) -> dict[str, Any]:
-    """One run's numbers for a comparison."""
-    events = read_events(run.events) if events is None else events
-    summary = run_summary(run, events)
-    config = read_config(run) if config is None else config
-    start = next((e for e in events if e["event"] == "start"), {})
-    best, final = summary["best"] or {}, summary["final"] or {}
-    best_event = next((e for e in events if e["event"] == "eval" and e["epoch"] == best.get("epoch")), None)
-    return {
-        "name": run.name,
-        "status": summary["status"],
-        "dataset": summary["dataset"],
-        "epoch": summary["epoch"],
-        "best": {k: best.get(k) for k in ("epoch", *METRICS)} if best else None,
-        "final": {k: final.get(k) for k in ("epoch", *METRICS)} if final else None,
-        "time_to_best_s": (best_event["time"] - start["time"]) if best_event and start else None,
-        "elapsed_s": summary["elapsed"],
-        "world_size": start.get("world_size"),
-        "global_batch": start.get("global_batch"),
-        "evaluations": summary["evaluations"],
-        "clusters": [{k: c.get(k) for k in ("epoch", "clusters", "outliers_before", "outliers_after", "oae_assigned",
-                                               "purity", "nmi", "oae_precision")} for c in summary["clusters"]],
-        "config": config,
-    }
+    if not run.config.exists():
+        return {}
+    try:
+        return config_from_dict(read_toml(run.config)).flat()
+    except ConfigError:  # a hand-edited file: show what it says
+        mapping = read_toml(run.config)
+        return {f"{s}.{k}": v for s, values in mapping.items() if isinstance(values, dict) for k, v in values.items()}
 
 
-def compare(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The comparison of run records (first run = reference for the deltas)."""
+def run_record(run: RunDir, warn=None) -> RunRecord:
+    return RunRecord(summarize_run(run, warn=warn), read_config(run))
+
+
+def compare(records: list[RunRecord]) -> dict[str, Any]:
+    """The comparison of run records (first run = reference for the deltas), as plain data."""
     if len(records) < 2:
         raise ValueError("compare needs at least two runs")
     return {
-        "runs": [{k: r[k] for k in ("name", "status", "dataset", "epoch", "best", "final", "time_to_best_s",
-                                    "elapsed_s", "world_size", "global_batch")} for r in records],
+        "runs": [_run_row(r.summary) for r in records],
         "deltas": _deltas(records),
         "clusters": _clusters(records),
-        "config_diff": config_diff([r["config"] for r in records], [r["name"] for r in records]),
+        "config_diff": config_diff([r.config for r in records], [r.name for r in records]),
         "warnings": comparability_warnings(records),
         "seed_groups": seed_groups(records),
     }
 
 
-def _deltas(records: list[dict]) -> list[dict]:
+def _metrics(evaluation) -> dict | None:
+    return None if evaluation is None else {"epoch": evaluation.epoch, **{m: getattr(evaluation, m) for m in METRICS}}
+
+
+def _run_row(s: RunSummary) -> dict[str, Any]:
+    best = s.best
+    return {
+        "name": s.name, "status": s.status, "dataset": s.dataset, "epoch": s.epoch, "epochs": s.epochs,
+        "best": _metrics(best), "final": _metrics(s.final),
+        "time_to_best_s": best.time - s.started if best and s.started else None,
+        "elapsed_s": s.elapsed, "world_size": s.start.world_size if s.start else None,
+        "global_batch": s.start.global_batch if s.start else None,
+        "provenance": s.start.provenance if s.start else {},
+        "last_clusters": _cluster_row(s.latest_clusters) if s.latest_clusters else None,
+    }
+
+
+def _cluster_row(c) -> dict[str, Any]:
+    return {k: getattr(c, k) for k in ("epoch", "clusters", "outliers_after", "oae_assigned", "cross_camera",
+                                       "cameras_per_cluster", "cross_camera_images", "purity", "nmi", "oae_precision")}
+
+
+def _deltas(records: list[RunRecord]) -> list[dict]:
     """Per evaluated epoch: each run's mAP and R1, and the difference to the first run."""
-    by_epoch: dict[int, dict[str, dict]] = defaultdict(dict)
+    by_epoch: dict[int, dict[str, Any]] = defaultdict(dict)
     for r in records:
-        for e in r["evaluations"]:
-            by_epoch[e["epoch"]][r["name"]] = e
+        for e in r.summary.evaluations:
+            by_epoch[e.epoch][r.name] = e
     rows = []
-    reference = records[0]["name"]
+    reference = records[0].name
     for epoch in sorted(by_epoch):
         entry = {"epoch": epoch, "runs": {}}
         ref = by_epoch[epoch].get(reference)
         for r in records:
-            e = by_epoch[epoch].get(r["name"])
+            e = by_epoch[epoch].get(r.name)
             if e is None:
                 continue
-            entry["runs"][r["name"]] = {
-                "mAP": e["mAP"], "rank1": e["rank1"],
-                "delta_mAP": None if ref is None else e["mAP"] - ref["mAP"],
-                "delta_rank1": None if ref is None else e["rank1"] - ref["rank1"],
+            entry["runs"][r.name] = {
+                "mAP": e.mAP, "rank1": e.rank1,
+                "delta_mAP": None if ref is None else e.mAP - ref.mAP,
+                "delta_rank1": None if ref is None else e.rank1 - ref.rank1,
             }
         rows.append(entry)
     return rows
 
 
-def _clusters(records: list[dict]) -> list[dict]:
+def _clusters(records: list[RunRecord]) -> list[dict]:
     by_epoch: dict[int, dict[str, dict]] = defaultdict(dict)
     for r in records:
-        for c in r["clusters"]:
-            by_epoch[c["epoch"]][r["name"]] = {"clusters": c["clusters"], "outliers": c["outliers_after"],
-                                               "oae_assigned": c["oae_assigned"]}
+        for c in r.summary.clusters:
+            by_epoch[c.epoch][r.name] = {"clusters": c.clusters, "outliers": c.outliers_after,
+                                         "oae_assigned": c.oae_assigned, "cross_camera": c.cross_camera,
+                                         "cross_camera_images": c.cross_camera_images}
     return [{"epoch": epoch, "runs": by_epoch[epoch]} for epoch in sorted(by_epoch)]
 
 
@@ -125,36 +141,45 @@ def config_diff(configs: list[dict[str, Any]], names: list[str]) -> dict[str, di
     return diff
 
 
-def comparability_warnings(records: list[dict]) -> list[str]:
+def _differs(label: str, values: dict[str, Any]) -> str | None:
+    if len({repr(v) for v in values.values()}) > 1:
+        return f"{label} differs: " + ", ".join(f"{n}={v}" for n, v in values.items())
+    return None
+
+
+def comparability_warnings(records: list[RunRecord]) -> list[str]:
     warnings = []
     for key, label in COMPARABILITY.items():
-        values = {r["name"]: r["config"].get(key) for r in records}
-        if len(set(map(repr, values.values()))) > 1:
-            warnings.append(f"{label} differs: " + ", ".join(f"{n}={v}" for n, v in values.items()))
-    for field, label in (("world_size", "world size"), ("global_batch", "global batch")):
-        values = {r["name"]: r[field] for r in records if r[field] is not None}
-        if len(set(values.values())) > 1:
-            warnings.append(f"{label} differs: " + ", ".join(f"{n}={v}" for n, v in values.items()))
-    statuses = [r["name"] for r in records if r["status"] != "finished"]
-    if statuses:
-        warnings.append("not finished: " + ", ".join(statuses))
-    return warnings
+        warnings.append(_differs(label, {r.name: r.config.get(key) for r in records}))
+    for attribute, label in (("world_size", "world size"), ("global_batch", "global batch")):
+        warnings.append(_differs(label, {r.name: getattr(r.summary.start, attribute) for r in records
+                                         if r.summary.start is not None}))
+    for key, label in PROVENANCE.items():
+        values = {r.name: r.summary.start.provenance.get(key) for r in records
+                  if r.summary.start is not None and r.summary.start.provenance.get(key) is not None}
+        if len(values) > 1:
+            warnings.append(_differs(label, values))
+    unfinished = [f"{r.name} ({r.summary.status}, epoch {r.summary.epoch}/{r.summary.epochs})" for r in records
+                  if not r.summary.finished]
+    if unfinished:
+        warnings.append("not finished: " + ", ".join(unfinished))
+    return [w for w in warnings if w]
 
 
-def seed_groups(records: list[dict]) -> list[dict]:
+def seed_groups(records: list[RunRecord]) -> list[dict]:
     """Runs that differ only in their seed, with mean ± std (sample std) of best and final metrics."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
-        key = tuple(sorted((k, repr(v)) for k, v in r["config"].items() if k not in NOT_CONFIG))
+        key = tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in NOT_CONFIG))
         groups[key].append(r)
     out = []
     for members in groups.values():
         if len(members) < 2:
             continue
-        entry = {"runs": [m["name"] for m in members], "seeds": [m["config"].get("run.seed") for m in members]}
+        entry = {"runs": [m.name for m in members], "seeds": [m.config.get("run.seed") for m in members]}
         for which in ("best", "final"):
             for metric in METRICS:
-                values = [m[which][metric] for m in members if m[which] and m[which].get(metric) is not None]
+                values = [getattr(e, metric) for m in members if (e := getattr(m.summary, which)) is not None]
                 entry[f"{which}_{metric}"] = mean_std(values)
         out.append(entry)
     return out

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oaecmlr.config import Config, config_from_dict, read_toml
+from oaecmlr.errors import RunError
 from oaecmlr.store.events import read_events
+from oaecmlr.store.schema import Event
+from oaecmlr.store.summary import RunFold, RunSummary
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}$")
 STALE_AFTER_S = 600  # a running run on another host with no heartbeat for this long is stale
 
 
-class RunError(ValueError):
-    """A bad run name, a missing run, or a run that already exists."""
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
@@ -70,6 +72,18 @@ class RunDir:
     @property
     def stop_request(self) -> Path:
         return self.path / "STOP"
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def discarded_events(self) -> Path:
+        return self.path / "events.discarded.jsonl"
+
+    def checkpoint(self, which: str) -> Path:
+        """best.pt or last.pt."""
+        return {"best": self.best, "last": self.last}[which]
 
     def exists(self) -> bool:
         return self.events.exists() or self.config.exists()
@@ -146,43 +160,20 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
 
 
-def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the CLI, the dashboard and compare show of a run, derived from its events only."""
-    start = next((e for e in events if e["event"] == "start"), {})
-    evaluations = [{k: e.get(k) for k in ("epoch", "mAP", "rank1", "rank5", "rank10", "mINP", "time", "rerank")}
-                   for e in events if e["event"] == "eval"]
-    clusters = [{k: v for k, v in e.items() if k not in ("event",)} for e in events if e["event"] == "cluster"]
-    # Epoch 0 is the untrained starting point: never a run's best (as best.pt and the end event).
-    best = max((e for e in evaluations if e["epoch"] > 0), key=lambda e: e["mAP"] or 0, default=None)
-    epochs_done = [e["epoch"] for e in events if e["event"] == "epoch_end"]
-    iterations = [e for e in events if e["event"] == "iter"]
-    last = events[-1] if events else {}
-    started = start.get("time")
-    return {
-        "dataset": start.get("dataset"),
-        "world_size": start.get("world_size"),
-        "started": started,
-        "last_time": last.get("time"),
-        "elapsed": (last.get("time") - started) if started and last.get("time") else None,
-        "epoch": max(epochs_done, default=0),
-        "epochs": start.get("epochs"),
-        "last_event": last.get("event"),
-        "evaluations": evaluations,
-        "clusters": clusters,
-        "best": best,
-        "final": evaluations[-1] if evaluations else None,
-        "last_iteration": iterations[-1] if iterations else None,
-        "failure": next((e for e in reversed(events) if e["event"] == "failure"), None),
-    }
+def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None) -> RunSummary:
+    """The summary of a run folder: its events folded, its status from status.json and liveness."""
+    fold = RunFold().add(read_events(run.events, warn) if events is None else events)
+    return fold.summary(run.name, str(run.path), live_state(run.read_status(), fold.last_event))
 
 
-def run_summary(run: RunDir, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    events = read_events(run.events) if events is None else events
-    summary = summarize(events)
-    status = run.read_status()
-    summary.update(name=run.name, path=str(run.path), status=live_state(status, summary["last_event"]),
-                   pid=status.get("pid"), host=status.get("host"))
-    return summary
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint named by a file, or by a run folder (its best.pt, else last.pt): for --init and eval."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+    return path
 
 
 def request_stop(run: RunDir) -> str:
@@ -203,3 +194,27 @@ def request_stop(run: RunDir) -> str:
         os.kill(pid, signal.SIGTERM)
         return f"sent SIGTERM to pid {pid} and wrote {run.stop_request}"
     return f"wrote {run.stop_request}; the run stops at its next log interval"
+
+
+def load_run_config(run: RunDir) -> Config:
+    """The Config a run folder was started with (as its code understood it; see config_from_dict)."""
+    return config_from_dict(read_toml(run.config))
+
+
+def read_meta(run: RunDir) -> dict[str, Any]:
+    """The user's note and tags of a run (`oaecmlr note`): {"note": str, "tags": [str]}."""
+    try:
+        meta = json.loads(run.meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    note, tags = meta.get("note", ""), meta.get("tags", [])
+    return {"note": note if isinstance(note, str) else "",
+            "tags": [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []}
+
+
+def write_meta(run: RunDir, meta: dict[str, Any]) -> None:
+    tmp = run.meta.with_name(f".{run.meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    os.replace(tmp, run.meta)

@@ -1,5 +1,5 @@
 """k-reciprocal re-ranking at test time (Zhong et al., CVPR 2017), on the sparse encoding of
-`oaecmlr.jaccard`, with the reference semantics of the original `re_ranking` function:
+`oaecmlr.core.jaccard`, with the reference semantics of the original `re_ranking` function:
 squared distances, each row divided by its column's maximum, ranked lists of k1 + 1 entries.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oaecmlr.jaccard import jaccard_rows, k_reciprocal_encoding, query_expansion
-from oaecmlr.knn import rank_rows
+from oaecmlr.core.jaccard import jaccard_rows, k_reciprocal_encoding, query_expansion
+from oaecmlr.core.knn import rank_rows
 
 
 def re_rank(q_g, q_q, g_g, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:

@@ -96,25 +96,33 @@ def knn(features: torch.Tensor, k: int, backend: str = "auto", chunk_size: int =
         candidates, similarity = _candidates_faiss(features, min(n, k + _EXTRA_CANDIDATES))
     else:
         candidates, similarity = _candidates_numpy(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
-    candidates, similarity = candidates.to(features.device), similarity.to(features.device)
-    index, distance = rank_candidates(features, features, candidates, k, chunk_size)
-    # Rows whose last candidate is within the search error of the k-th: search the whole row.
+    return Neighbours(*_rank_and_certify(features, features, candidates, similarity, k, error, chunk_size), chosen)
+
+
+def _rank_and_certify(queries: torch.Tensor, base: torch.Tensor, candidates: torch.Tensor, similarity: torch.Tensor,
+                      k: int, error: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact top k of each query among `candidates` (sorted by similarity, descending); rows whose
+    last candidate is within `error` of the k-th are searched again over the whole base."""
+    n = base.shape[0]
+    candidates, similarity = candidates.to(queries.device), similarity.to(queries.device)
+    index, distance = rank_candidates(queries, base, candidates, k, chunk_size)
     uncertain = similarity[:, -1] >= similarity[:, k - 1] - error
     if candidates.shape[1] < n and bool(uncertain.any()):
         rows = torch.nonzero(uncertain).squeeze(1)
         for start in range(0, rows.numel(), _rows_per_chunk(n, chunk_size)):
             chunk = rows[start:start + _rows_per_chunk(n, chunk_size)]
-            exact = features[chunk] @ features.T
+            exact = queries[chunk] @ base.T
             kth = exact.topk(k, dim=1).values[:, -1:]
             width = int((exact >= kth - _FP32_ERROR).sum(dim=1).max())
             wide = exact.topk(width, dim=1).indices
-            index[chunk], distance[chunk] = rank_candidates(features[chunk], features, wide, k, chunk_size)
-    return Neighbours(index=index, distance=distance, backend=chosen)
+            index[chunk], distance[chunk] = rank_candidates(queries[chunk], base, wide, k, chunk_size)
+    return index, distance
 
 
 def rank_candidates(queries: torch.Tensor, base: torch.Tensor, candidates: torch.Tensor, k: int,
-                    chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank candidate columns by distance 2 - 2 q.b, ties by index; keep the first k."""
+                    chunk_size: int = 4096, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank candidate columns by distance 2 - 2 q.b, ties by index; keep the first k. With `valid`,
+    the other candidates get distance inf and sort last."""
     out_index, out_dist = [], []
     m, dim = candidates.shape[1], base.shape[1]
     chunk_size = max(1, min(chunk_size, _GATHER_ELEMENTS // (m * dim), queries.shape[0]))
@@ -126,6 +134,10 @@ def rank_candidates(queries: torch.Tensor, base: torch.Tensor, candidates: torch
         rows = torch.index_select(base, 0, cand.reshape(-1), out=gathered[:cand.numel()])
         dots = torch.bmm(rows.view(cand.shape[0], m, dim), q.unsqueeze(2)).squeeze(2)  # (c, m)
         dist = (2 - 2 * dots).clamp_min(0)
+        if valid is not None:
+            ok = valid[start:start + chunk_size]
+            dist = torch.where(ok, dist, float("inf"))
+            cand = torch.where(ok, cand, base.shape[0])  # invalid ones after every real index
         index, dist = _sort_by_distance_then_index(cand, dist)
         out_index.append(index[:, :k])
         out_dist.append(dist[:, :k])

@@ -1,7 +1,7 @@
 """OAE: Outliers Adaptation Exploration (Li, Han, Min et al., "Outliers Adaptation Exploration and
 Centroids Matching Label Refinement for Unsupervised Person Re-identification", IEEE TMM 2026).
 
-Reconstruction from the abstract (method.md section 3). An outlier o joins cluster c when:
+Reconstruction from the abstract (docs/method.md section 3). An outlier o joins cluster c when:
 A. nearest clustered instance neighbourhood: j*, the clustered sample nearest to o by Jaccard
    distance (cosine breaks ties), has d_J(o, j*) < 1 and o, j* are mutual k-nearest neighbours;
 B. maximum centroid distance: c = y(j*) has at least `min_samples` members and
@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from oaecmlr.clusters import cluster_geometry
+from oaecmlr.core.clusters import cluster_geometry
 
 _TIE = 1e-6  # Jaccard distances closer than this are a tie (they differ by float32 rounding only)
 

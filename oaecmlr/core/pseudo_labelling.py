@@ -1,4 +1,4 @@
-"""Pseudo-labels of one epoch: k-reciprocal Jaccard distance, then DBSCAN (method.md steps 2-3)."""
+"""Pseudo-labels of one epoch: k-reciprocal Jaccard distance, then DBSCAN (docs/method.md section 1, steps 2-3)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from oaecmlr.dbscan import dbscan
-from oaecmlr.jaccard import Csr, _check_k, encode_features, jaccard_rows, symmetrize
-from oaecmlr.knn import check_features, knn
+from oaecmlr.core.camera_jaccard import camera_encoding, camera_parameters, rankings_for
+from oaecmlr.core.dbscan import dbscan
+from oaecmlr.core.jaccard import Csr, _check_k, encode_features, jaccard_rows, symmetrize
+from oaecmlr.core.knn import check_features, knn
 
 # DBSCAN only needs pairs with d <= eps; a little more is kept so the graph is a safe superset.
 _EPS_SLACK = 0.05
@@ -51,8 +52,10 @@ class PseudoLabels:
 
 
 def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6,
-                  knn_backend: str = "auto") -> PseudoLabels:
-    """Cluster L2-normalised features (N x D) with DBSCAN on the k-reciprocal Jaccard distance."""
+                  knn_backend: str = "auto", camids=None, **camera) -> PseudoLabels:
+    """Cluster L2-normalised features (N x D) with DBSCAN on the k-reciprocal Jaccard distance, or,
+    with `camids`, on the camera-aware CA-Jaccard distance (`camera`: k1_intra, k1_inter, k2_intra,
+    k2_inter; see `oaecmlr.core.camera_jaccard`)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -68,10 +71,16 @@ def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4
     _check_k(features.shape[0], k1, k2, 1.0)
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1) for the Jaccard distance, got {eps}")
-    neighbours = knn(features, k1, backend=knn_backend)
-    lap("knn")
-
-    encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
+    if camids is None:
+        neighbours = knn(features, k1, backend=knn_backend)
+        lap("knn")
+        encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
+    else:
+        params = camera_parameters(**camera)
+        rankings = rankings_for(features, camids, k1, params)
+        neighbours = rankings.merged(k1)
+        lap("knn")
+        encoding = camera_encoding(rankings, **params)
     lap("encode")
     rows = torch.arange(features.shape[0], device=features.device)
     distances = jaccard_rows(encoding, rows, min(1.0, eps + _EPS_SLACK))
@@ -82,4 +91,5 @@ def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4
     labels = dbscan(distances, eps, min_samples)
     lap("dbscan")
     timings["total"] = sum(timings.values())
-    return PseudoLabels(labels, distances, encoding, neighbours.index, neighbours.backend, timings)
+    backend = neighbours.backend if camids is None else "torch (camera-aware)"
+    return PseudoLabels(labels, distances, encoding, neighbours.index, backend, timings)

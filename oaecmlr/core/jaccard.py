@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from oaecmlr.knn import check_features, knn
+from oaecmlr.core.knn import Neighbours, check_features, knn
 
 _CHUNK_ELEMENTS = 1 << 24  # elements of the largest temporary a chunk may create
 PairDistance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,25 +46,38 @@ class Csr:
 
 
 def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
-                     knn_backend: str = "auto") -> sp.csr_matrix:
-    """k-reciprocal Jaccard distance between all rows of L2-normalised `features` (N x D).
+                     knn_backend: str = "auto", camids=None, **camera) -> sp.csr_matrix:
+    """k-reciprocal Jaccard distance between all rows of L2-normalised `features` (N x D); with
+    `camids`, the camera-aware CA-Jaccard distance (`oaecmlr.core.camera_jaccard`; `camera` takes
+    k1_intra, k1_inter, k2_intra, k2_inter).
 
     Returns an N x N `scipy.sparse.csr_matrix` holding exactly the pairs with distance
     < `max_distance` (explicit zeros kept, the diagonal included); absent pairs are >= it.
     """
-    return jaccard_from_features(features, k1, k2, max_distance, knn_backend).to_scipy()
+    return jaccard_from_features(features, k1, k2, max_distance, knn_backend, camids, **camera).to_scipy()
 
 
 def jaccard_from_features(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
-                          knn_backend: str = "auto") -> Csr:
-    """`jaccard_distance` returning the torch `Csr` on the features' device (and the kNN lists)."""
+                          knn_backend: str = "auto", camids=None, **camera) -> Csr:
+    """`jaccard_distance` returning the torch `Csr` on the features' device."""
     features = check_features(features)
     n = features.shape[0]
     _check_k(n, k1, k2, max_distance)
-    neighbours = knn(features, k1, backend=knn_backend)
-    encoding = encode_features(features, neighbours.index, neighbours.distance, k1, k2)
+    encoding, _ = encode(features, k1, k2, knn_backend, camids, **camera)
     distances = jaccard_rows(encoding, torch.arange(n, device=features.device), max_distance)
     return symmetrize(distances) if features.device.type == "cuda" else distances
+
+
+def encode(features: torch.Tensor, k1: int, k2: int, knn_backend: str = "auto", camids=None,
+           **camera) -> tuple[Csr, Neighbours]:
+    """The query-expanded encoding V_qe and the ranked kNN lists (N, k1): Zhong et al.'s, or with
+    `camids` CA-Jaccard's (whose lists are the same exact global ones, merged from its rankings)."""
+    if camids is None:
+        neighbours = knn(features, k1, backend=knn_backend)
+        return encode_features(features, neighbours.index, neighbours.distance, k1, k2), neighbours
+    from oaecmlr.core.camera_jaccard import camera_neighbours  # it builds on this module
+
+    return camera_neighbours(features, camids, k1, **camera)
 
 
 def encode_features(features: torch.Tensor, ranked: torch.Tensor, ranked_distance: torch.Tensor, k1: int,
@@ -168,16 +181,24 @@ def query_expansion(encoding: Csr, ranked: torch.Tensor, k2: int) -> Csr:
     """V_qe[i] = mean of V[j] over the first k2 entries of the ranked list of i (itself included)."""
     if k2 == 1:
         return encoding
+    return expand_over(encoding, ranked[:, :k2])
+
+
+def expand_over(encoding: Csr, sources: torch.Tensor) -> Csr:
+    """V_qe[i] = mean of V[j] over the valid entries j of sources[i] (-1 marks padding)."""
     n = encoding.num_rows
     device = encoding.col.device
-    sources = ranked[:, :k2]
-    k2 = sources.shape[1]
+    width = sources.shape[1]
+    valid = sources >= 0
+    safe = sources.clamp_min(0)
     lengths = encoding.row_lengths()
+    per_row = valid.sum(dim=1)
     crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
     offset = 0
-    for rows in _row_chunks(lengths[sources].sum(dim=1), _CHUNK_ELEMENTS):
-        src = sources[rows].flatten()
-        out_row = rows.repeat_interleave(k2)
+    for rows in _row_chunks((lengths[safe] * valid).sum(dim=1), _CHUNK_ELEMENTS):
+        keep = valid[rows].flatten()
+        src = safe[rows].flatten()[keep]
+        out_row = rows.repeat_interleave(width)[keep]
         position, owner = _expand_segments(encoding.crow[src], lengths[src])
         key = (out_row[owner] - rows[0]) * n + encoding.col[position]
         key, order = key.sort()
@@ -189,7 +210,7 @@ def query_expansion(encoding: Csr, ranked: torch.Tensor, k2: int) -> Csr:
         crows.append(offset + counts.cumsum(0))
         offset += unique_key.numel()
         cols.append(unique_key % n)
-        vals.append(summed / k2)
+        vals.append(summed / per_row[rows][local_row].to(torch.float32))
     return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
 
 

@@ -1,7 +1,7 @@
 """CMLR: Centroids Matching Label Refinement (Li, Han, Min et al., "Outliers Adaptation Exploration
 and Centroids Matching Label Refinement for Unsupervised Person Re-identification", IEEE TMM 2026).
 
-Reconstruction from the abstract (method.md section 4). For each clustered sample i:
+Reconstruction from the abstract (docs/method.md section 4). For each clustered sample i:
   p_i      = softmax_k(f_i.mu_k / tau_r)            (optionally over the top-K centroids only)
   delta_i  = clip((1 - f_i.mu_y) / r_y, 0, 1)        its position inside its own cluster
   lambda_i = lam * delta_i                           central samples keep a near one-hot label
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from oaecmlr.clusters import cluster_geometry
+from oaecmlr.core.clusters import Clusters, cluster_geometry
 
 _FLAT = 1e-6  # radii below this are float32 noise around identical features
 
@@ -30,8 +30,9 @@ class CMLRResult:
 
 
 def cmlr(features: torch.Tensor, labels: np.ndarray, lam: float = 0.5, tau_r: float = 0.05,
-         top_k: int | None = None, enabled: bool = True) -> CMLRResult:
-    """Soft labels of the clustered samples (labels >= 0) of L2-normalised `features`."""
+         top_k: int | None = None, enabled: bool = True, geometry: Clusters | None = None) -> CMLRResult:
+    """Soft labels of the clustered samples (labels >= 0) of L2-normalised `features`; `geometry`,
+    when the caller has it, is `cluster_geometry(features, labels)`."""
     labels = np.asarray(labels, dtype=np.int64)
     if features.shape[0] != labels.shape[0]:
         raise ValueError(f"cmlr: {features.shape[0]} features but {labels.shape[0]} labels")
@@ -45,7 +46,7 @@ def cmlr(features: torch.Tensor, labels: np.ndarray, lam: float = 0.5, tau_r: fl
     if not enabled or lam == 0 or index.size == 0:
         return CMLRResult(onehot, index, 0.0, 0.0)
 
-    geometry = cluster_geometry(features, labels)
+    geometry = geometry if geometry is not None else cluster_geometry(features, labels)
     f = features[torch.as_tensor(index, device=features.device)].float()
     logits = f @ geometry.centroids.T / tau_r
     if top_k is not None and top_k < num_clusters:

@@ -1,4 +1,4 @@
-"""Market-1501 evaluation protocol (method.md section 5), vectorised over chunks of queries.
+"""Market-1501 evaluation protocol (docs/method.md section 5), vectorised over chunks of queries.
 
 For each query, gallery images of the same identity seen by the same camera are removed; queries
 left without a true match are skipped and counted. CMC, mAP (non-interpolated) and mINP

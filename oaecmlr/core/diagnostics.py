@@ -76,11 +76,20 @@ def cluster_size_histogram(labels: np.ndarray, edges=(1, 2, 4, 8, 16, 32, 64, 12
 def cross_camera_fraction(labels: np.ndarray, camids: np.ndarray) -> float:
     """Share of clusters whose members come from more than one camera (needs no identities).
     Clusters of one camera teach little about matching across cameras."""
+    return camera_spread(labels, camids)["cross_camera"]
+
+
+def camera_spread(labels: np.ndarray, camids: np.ndarray) -> dict[str, float]:
+    """How clusters span cameras (needs no identities): the share of clusters holding more than one
+    camera, the mean number of cameras per cluster, and the share of clustered images whose
+    cluster holds another camera than their own."""
     labels, camids = np.asarray(labels), np.asarray(camids)
     clustered = labels >= 0
     if not clustered.any():
-        return 0.0
+        return {"cross_camera": 0.0, "cameras_per_cluster": 0.0, "cross_camera_images": 0.0}
     pairs = np.unique(np.stack([labels[clustered], camids[clustered]]), axis=1)
-    cameras_per_cluster = np.bincount(pairs[0])
-    present = cameras_per_cluster > 0
-    return float((cameras_per_cluster[present] > 1).mean())
+    cameras = np.bincount(pairs[0])
+    present = cameras > 0
+    multi = cameras > 1
+    return {"cross_camera": float(multi[present].mean()), "cameras_per_cluster": float(cameras[present].mean()),
+            "cross_camera_images": float(multi[labels[clustered]].mean())}

@@ -1,0 +1,130 @@
+"""From what a user typed to a checked Config: the one place that resolves presets, for the CLI and
+the dashboard alike.
+
+Precedence, lowest first: built-in defaults < the preset (`experiments/NAME.toml`) < `--config
+FILE` (key by key: a file that sets one key leaves its neighbours alone) < options typed on the
+command line (a dataset named instead of a preset is one) < `--set key=value`. Whenever a file
+would override something typed, or a `--set` overrides an option, the result says so in a note.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from oaecmlr.config.checks import dataset_name, validate
+from oaecmlr.config.checks import notes as setting_notes
+from oaecmlr.config.files import parse_override, read_toml, set_value, settings_of
+from oaecmlr.config.settings import DATASETS, Config
+from oaecmlr.errors import ConfigError
+
+PRESET_ALIASES = {"market1501": "market", "dukemtmcreid": "duke", "msmt": "msmt17"}
+
+
+def presets_dir() -> Path:
+    return Path(os.environ.get("OAECMLR_PRESETS") or Path(__file__).resolve().parents[2] / "experiments")
+
+
+def available_presets() -> list[str]:
+    folder = presets_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def preset_path(name: str) -> Path | None:
+    path = presets_dir() / f"{PRESET_ALIASES.get(name, name)}.toml"
+    return path if path.is_file() else None
+
+
+def preset_description(name: str) -> str:
+    path = preset_path(name)
+    return str(read_toml(path).get("preset", {}).get("description", "")) if path else ""
+
+
+@dataclass
+class Resolved:
+    config: Config
+    preset: str | None  # None when a bare dataset was named
+    notes: list[str] = field(default_factory=list)  # one line each, for the user
+
+
+def resolve_config(target: str, *, config_file: str | None = None, options: dict[str, Any] | None = None,
+                   sets: list[str] | tuple[str, ...] = (), supervised: bool = False) -> Resolved:
+    """The Config for `oaecmlr run TARGET ...`: TARGET is a preset or a dataset name."""
+    name = target.strip()
+    preset = name if preset_path(name) else None
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if preset is None:
+        dataset = dataset_name(name)
+        if dataset is None:
+            raise ConfigError(unknown_target(name))
+        options = {"data.dataset": dataset, **options}
+    config = Config()
+    if supervised:
+        config.run.kind = "supervised"
+    notes: list[str] = []
+    layers = []
+    if preset:
+        layers.append((read_toml(preset_path(preset)), f"the {preset} preset"))
+    if config_file:
+        layers.append((read_toml(config_file), config_file))
+    chosen: dict[str, tuple[Any, str]] = {}
+    for mapping, source in layers:
+        values = settings_of(mapping, source)
+        if supervised:
+            values.update(settings_of(mapping.get("pretrain", {}), f"{source} [pretrain]"))
+        for dotted, value in values.items():
+            previous = chosen.get(dotted)
+            if dotted == "data.dataset" and preset and previous and previous[0] != value:
+                notes.append(f"{source} sets data.dataset = {value!r}, replacing {previous[0]!r} of {previous[1]}")
+            set_value(config, dotted, value, source)
+            chosen[dotted] = (config.get(dotted), source)
+    for dotted, value in options.items():
+        set_value(config, dotted, value, "option")
+        previous = chosen.get(dotted)
+        if previous and previous[1] == config_file and previous[0] != config.get(dotted):
+            notes.append(f"{config_file} sets {dotted} = {previous[0]!r}; the command line's {config.get(dotted)!r} wins")
+        chosen[dotted] = (config.get(dotted), "the command line")
+    for text in sets:
+        dotted, value = parse_override(text)
+        set_value(config, dotted, value)
+        previous = chosen.get(dotted)
+        if previous and previous[1] == "the command line" and previous[0] != config.get(dotted):
+            notes.append(f"--set {dotted}={value} replaces the option's {previous[0]!r}")
+    validate(config)
+    return Resolved(config, preset, notes + setting_notes(config))
+
+
+def unknown_target(name: str) -> str:
+    presets = available_presets()
+    close = get_close_matches(name, presets + list(DATASETS), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"unknown preset or dataset {name!r}; {hint}presets: {', '.join(presets) or '(none found)'}; "
+            f"datasets: {', '.join(DATASETS)}; or pass --config FILE.toml")
+
+
+def load_config(preset: str | None = None, config_file: str | None = None,
+                overrides: dict[str, Any] | None = None, sets: list[str] | None = None,
+                supervised: bool = False) -> Config:
+    """A Config from a preset name (None: the built-in defaults), a TOML file, option overrides and
+    --set strings (for code and tests; the CLI goes through `resolve_config`)."""
+    if preset is not None and preset_path(preset) is None:
+        raise ConfigError(unknown_target(preset))
+    if preset is None:
+        config = Config()
+        if supervised:
+            config.run.kind = "supervised"
+        for mapping, source in ([(read_toml(config_file), config_file)] if config_file else []):
+            for dotted, value in settings_of(mapping, source).items():
+                set_value(config, dotted, value, source)
+        for dotted, value in (overrides or {}).items():
+            if value is not None:
+                set_value(config, dotted, value, "option")
+        for text in sets or []:
+            set_value(config, *parse_override(text))
+        validate(config)
+        return config
+    return resolve_config(preset, config_file=config_file, options=overrides, sets=sets or [],
+                          supervised=supervised).config

@@ -1,0 +1,267 @@
+"""The events of `events.jsonl`, one frozen dataclass per kind: the contract between a training run
+and everything that watches it (the CLI, the dashboard, compare, scripts with jq).
+
+On disk an event is one JSON object: `{"event": KIND, "time": UNIX_SECONDS, FIELD: VALUE, ...}`.
+Writers build these classes; readers parse lines back into them with `parse_event`, which accepts
+unknown fields (ignored) and unknown kinds (`UnknownEvent`, so newer files stay readable), and
+refuses a known kind whose fields have the wrong types (`EventError`), so no reader ever computes
+with a string where a number belongs. Fractions (mAP, purity, ...) are in [0, 1].
+
+Schema versions (the `schema` field of `start`): 1 - the first contract; 2 - typed classes,
+`warning` events, provenance in `start`, camera diagnostics in `cluster`. Version 1 files parse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 2
+
+
+class EventError(ValueError):
+    """A line that is an event of a known kind, with a missing field or a field of the wrong type."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    EVENT: ClassVar[str] = ""
+    time: float = 0.0  # set by the writer
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start(Event):
+    """First event of a run (again after a restart from scratch)."""
+
+    EVENT: ClassVar[str] = "start"
+    schema: int
+    kind: str  # "usl" or "supervised"
+    run: str
+    dataset: str
+    epochs: int
+    iterations: int
+    arch: str
+    world_size: int
+    per_rank_batch: int
+    global_batch: int
+    lr: float
+    device: str
+    seed: int
+    pid: int | None = None
+    host: str | None = None
+    data: dict = field(default_factory=dict)  # per split: images, ids, cams; image_cache placement
+    restarted: bool = False  # a run killed before its first checkpoint, started over
+    discarded_events: int = 0
+    provenance: dict = field(default_factory=dict)  # git commit, versions, host, GPU
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loading(Event):
+    """Image decoding progress: shown on the console, never written to events.jsonl."""
+
+    EVENT: ClassVar[str] = "loading"
+    split: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Eval(Event):
+    """Query/gallery evaluation after `epoch` (0: before any training)."""
+
+    EVENT: ClassVar[str] = "eval"
+    epoch: int
+    mAP: float
+    rank1: float
+    rank5: float
+    rank10: float
+    mINP: float
+    num_query: int = 0
+    num_gallery: int = 0
+    skipped_queries: int = 0
+    rerank: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochStart(Event):
+    EVENT: ClassVar[str] = "epoch_start"
+    epoch: int
+    lr: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cluster(Event):
+    """The pseudo-labels of an epoch: DBSCAN, OAE, CMLR, and diagnostics against ground truth
+    (purity, NMI, OAE precision: None where the dataset has no identities; never fed to training)."""
+
+    EVENT: ClassVar[str] = "cluster"
+    epoch: int
+    clusters: int
+    outliers_before: int
+    outliers_after: int
+    oae_assigned: int
+    oae_passed_neighbourhood: int = 0
+    cmlr_entropy: float = 0.0
+    cmlr_weight: float = 0.0
+    size_histogram: dict = field(default_factory=dict)
+    knn_backend: str = ""
+    timings: dict = field(default_factory=dict)  # seconds per stage
+    cross_camera: float | None = None  # share of clusters holding more than one camera
+    cameras_per_cluster: float | None = None  # mean number of cameras in a cluster
+    cross_camera_images: float | None = None  # share of training images whose cluster holds another camera
+    purity: float | None = None
+    nmi: float | None = None
+    oae_precision: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Iter(Event):
+    """Training progress every `run.log_every` iterations: the mean loss since the previous one."""
+
+    EVENT: ClassVar[str] = "iter"
+    epoch: int
+    iteration: int
+    total_iterations: int
+    loss: float
+    lr: float
+    images_per_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochEnd(Event):
+    EVENT: ClassVar[str] = "epoch_end"
+    epoch: int
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthWarning(Event):
+    """Something that makes the numbers doubtful (an exploding weight norm, a degenerate clustering,
+    a loss stuck at 0); `what` is a short key, `message` says what to change."""
+
+    EVENT: ClassVar[str] = "warning"
+    what: str
+    message: str
+    epoch: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopped(Event):
+    """A graceful stop (SIGTERM, Ctrl-C, `oaecmlr stop`) inside an epoch; `resume` continues there."""
+
+    EVENT: ClassVar[str] = "stopped"
+    epoch: int
+    iteration: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure(Event):
+    EVENT: ClassVar[str] = "failure"
+    error: str
+    epoch: int | None = None
+    rank: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume(Event):
+    EVENT: ClassVar[str] = "resume"
+    from_epoch: int
+    iteration: int = 0
+    discarded_events: int = 0
+    world_size: int = 1
+    pid: int | None = None
+    epochs: int | None = None  # the target number of epochs from here on
+
+
+@dataclass(frozen=True, kw_only=True)
+class End(Event):
+    """The run finished all its epochs; `best` is the best evaluation after epoch 0."""
+
+    EVENT: ClassVar[str] = "end"
+    status: str = "finished"
+    best: dict | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownEvent(Event):
+    """An event of a kind this version does not know (written by a newer one): kept, not interpreted."""
+
+    event: str
+    fields: dict = field(default_factory=dict)
+
+
+KINDS: dict[str, type[Event]] = {cls.EVENT: cls for cls in (Start, Loading, Eval, EpochStart, Cluster, Iter, EpochEnd,
+                                                            HealthWarning, Stopped, Failure, Resume, End)}
+
+
+def kind_of(event: Event) -> str:
+    return event.event if isinstance(event, UnknownEvent) else event.EVENT
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The JSON object of an event (kind first, then time, then the fields in declaration order)."""
+    if isinstance(event, UnknownEvent):
+        return {"event": event.event, "time": event.time, **event.fields}
+    values = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "time"}
+    return {"event": event.EVENT, "time": event.time, **values}
+
+
+def parse_event(raw: Any) -> Event:
+    """An event from its JSON object; EventError when it is not one or a field has the wrong type."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):
+        raise EventError("not an event object")
+    kind = raw["event"]
+    time = raw.get("time", 0.0)
+    if not _matches(time, float):
+        raise EventError(f"{kind}: time must be a number, got {time!r}")
+    cls = KINDS.get(kind)
+    if cls is None:
+        return UnknownEvent(time=float(time), event=kind, fields={k: v for k, v in raw.items() if k not in ("event", "time")})
+    values = {}
+    for f, hint in _fields(cls):
+        if f.name == "time":
+            continue
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise EventError(f"{kind}: missing field {f.name!r}")
+            continue
+        value = raw[f.name]
+        if not _matches(value, hint):
+            raise EventError(f"{kind}: {f.name} must be {_describe(hint)}, got {value!r}")
+        values[f.name] = float(value) if hint is float and isinstance(value, int) else value
+    return cls(time=float(time), **values)
+
+
+_HINTS: dict[type, list] = {}
+
+
+def _fields(cls: type[Event]) -> list:
+    if cls not in _HINTS:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+    return _HINTS[cls]
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    return {float: "a number", int: "an integer", str: "text", bool: "true or false", dict: "an object",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
