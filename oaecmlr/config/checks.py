@@ -45,6 +45,7 @@ RULES: dict[str, Rule] = {
     "data.flip_p": between(0, 1), "data.pad": at_least(0), "data.erase_p": between(0, 1),
     "data.image_cache": one_of(*s.IMAGE_CACHE), "data.device_reserve_gb": at_least(0),
     "data.sampler": one_of(*s.SAMPLERS), "data.resize": one_of(*s.RESIZE_FILTERS),
+    "data.cuhk03": one_of(*s.CUHK03_VARIANTS),
     "data.synthetic_ids": at_least(1), "data.synthetic_test_ids": at_least(1), "data.synthetic_cams": at_least(2),
     "data.synthetic_images": at_least(1),
     "model.arch": one_of(*s.ARCHS), "model.pooling": one_of(*s.POOLINGS), "model.last_stride": one_of(1, 2),

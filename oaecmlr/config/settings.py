@@ -21,6 +21,7 @@ SAMPLERS = ("reference", "distinct")
 RESIZE_FILTERS = ("bicubic", "bilinear")
 IMAGE_CACHE = ("auto", "device", "host")
 CAMERA_NORMS = ("none", "mean", "meanstd")
+CUHK03_VARIANTS = ("labeled", "detected")
 BN_RUNNING = ("first", "mean")
 RUN_KINDS = ("usl", "supervised")
 # Dataset names and their aliases (oaecmlr.data.datasets parses them).
@@ -44,6 +45,8 @@ class RunSection:
 class DataSection:
     dataset: str = "market1501"
     root: str = ""  # empty: OAECMLR_DATA or ./data/<dataset>
+    cuhk03: str = "labeled"  # CUHK03-NP: "labeled" or "detected" boxes (a root holding both folders)
+    allow_outside: bool = False  # let manifest entries resolve (through symlinks) outside the data root
     height: int = 256
     width: int = 128
     num_ids: int = 16  # P identities per batch

@@ -256,7 +256,8 @@ def resolve_data_root(name: str, data_root: str | os.PathLike | None = None) -> 
     return _locate(base, spec) or base / spec.name
 
 
-def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> ImageSplits:
+def load_dataset(name: str, data_root: str | os.PathLike | None = None, cuhk03: str = "labeled",
+                 allow_outside: bool = False) -> ImageSplits:
     """Parse dataset `name` (aliases allowed); synthetic gives the records of the default `make_synthetic()`."""
     spec = get_spec(name)
     if spec.name == "synthetic":

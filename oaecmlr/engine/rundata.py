@@ -41,7 +41,7 @@ def _split(records: list[Record], images: torch.Tensor) -> Split:
 
 
 def load_splits(data: DataSection) -> ImageSplits:
-    return load_dataset(data.dataset, data.root or None)
+    return load_dataset(data.dataset, data.root or None, cuhk03=data.cuhk03, allow_outside=data.allow_outside)
 
 
 def load_run_data(data: DataSection, progress: Callable[[str, int, int], None] | None = None) -> RunData:
