@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from oaecmlr.data.datasets import DATASETS, get_spec, load_dataset, resolve_data_root
-from oaecmlr.data.records import DatasetCountWarning
+from oaecmlr.data import datasets
+from oaecmlr.data.datasets import DATASETS, get_spec, load_dataset, resolve_data_root, standard_counts
+from oaecmlr.data.records import DatasetCountWarning, DatasetNote
 from oaecmlr.errors import DatasetError
 
-# Tiny datasets never have the standard sizes; the warning has its own test.
-pytestmark = pytest.mark.filterwarnings("ignore::oaecmlr.data.records.DatasetCountWarning")
+# Tiny datasets never have the standard sizes; the warning and the note have their own tests.
+pytestmark = [pytest.mark.filterwarnings("ignore::oaecmlr.data.records.DatasetCountWarning"),
+              pytest.mark.filterwarnings("ignore::oaecmlr.data.records.DatasetNote")]
 
 REAL_CUHK03 = Path(__file__).resolve().parents[2] / "shared/data/cuhk03-market"
 
@@ -149,6 +151,138 @@ def test_cuhk03_market_names(tmp_path):
     assert pids_cams(splits.query) == [(1001, 0)] and pids_cams(splits.gallery) == [(1001, 1)]
 
 
+# ---------------------------------------------------------------- CUHK03-NP
+
+def write_pngs(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.new("RGB", (4, 8), (i * 40 % 255, 90, 30)).save(folder / name)
+
+
+def make_cuhk03_variant(folder: Path, train_ids: int, test_ids: int = 2) -> Path:
+    """CUHK03-NP names (0001_c1_1.png): train ids 1.., 2 images (one per camera) each; test ids
+    from 1001, query on camera 1, gallery on camera 2."""
+    write_pngs(folder / "bounding_box_train", [f"{p:04d}_c{c}_{c}.png" for p in range(1, train_ids + 1) for c in (1, 2)])
+    write_pngs(folder / "query", [f"{p:04d}_c1_1.png" for p in range(1001, 1001 + test_ids)])
+    write_pngs(folder / "bounding_box_test", [f"{p:04d}_c2_1.png" for p in range(1001, 1001 + test_ids)])
+    return folder
+
+
+def make_cuhk03_np(root: Path, variants=("labeled", "detected")) -> Path:
+    """labeled/ with 3 train ids, detected/ with 2, so the two can be told apart."""
+    for variant in variants:
+        make_cuhk03_variant(root / variant, 3 if variant == "labeled" else 2)
+    return root
+
+
+def counts(splits):
+    return {s: (v["images"], v["ids"]) for s, v in splits.stats().items()}
+
+
+TINY = {"labeled": {"train": (6, 3), "query": (2, 2), "gallery": (2, 2)},
+        "detected": {"train": (4, 2), "query": (2, 2), "gallery": (2, 2)}}
+
+
+def test_cuhk03_np_both_variants_from_one_root(tmp_path):
+    root = make_cuhk03_np(tmp_path / "cuhk03-np")
+    labeled = load_dataset("cuhk03", root)  # labeled is the default, as data.cuhk03
+    assert labeled.variant == "labeled" and labeled.root == str(root / "labeled")
+    assert counts(labeled) == TINY["labeled"]
+    assert pids_cams(labeled.train)[:2] == [(1, 0), (1, 1)] and pids_cams(labeled.query) == [(1001, 0), (1002, 0)]
+    detected = load_dataset("cuhk03", root, cuhk03="detected")
+    assert detected.variant == "detected" and detected.root == str(root / "detected")
+    assert counts(detected) == TINY["detected"]
+    assert all(r.path.startswith(str(root / "detected")) for r in detected.train + detected.query + detected.gallery)
+
+
+def test_cuhk03_np_found_under_its_usual_names(tmp_path, monkeypatch):
+    make_cuhk03_np(tmp_path / "data" / "cuhk03-np")
+    make_cuhk03_variant(tmp_path / "data" / "cuhk03-market", 5)  # the CUHK03-NP folder is preferred
+    assert load_dataset("cuhk03", tmp_path / "data", cuhk03="detected").root == str(tmp_path / "data/cuhk03-np/detected")
+    monkeypatch.setenv("OAECMLR_DATA", str(tmp_path / "data"))
+    assert load_dataset("cuhk03", None).root == str(tmp_path / "data/cuhk03-np/labeled")
+    monkeypatch.delenv("OAECMLR_DATA")
+    monkeypatch.chdir(tmp_path / "data")
+    make_cuhk03_np(tmp_path / "data" / "data" / "cuhk03" / "CUHK03-NP")  # ./data/cuhk03, one level down
+    assert load_dataset("cuhk03", None).root == str(tmp_path / "data/data/cuhk03/CUHK03-NP/labeled")
+
+
+def test_cuhk03_one_variant_folder_loads_as_it_is(tmp_path):
+    root = make_cuhk03_np(tmp_path / "cuhk03-np")
+    splits = load_dataset("cuhk03", root / "detected")  # the name says which variant it is
+    assert splits.variant == "detected" and counts(splits) == TINY["detected"]
+    with pytest.warns(DatasetNote, match=r"detected variant of CUHK03-NP \(by its folder name\); data\.cuhk03=labeled"):
+        load_dataset("cuhk03", root / "detected", cuhk03="labeled")
+    plain = make_cuhk03_variant(tmp_path / "mine", 2)  # no variant in its name: the requested one
+    assert load_dataset("cuhk03", plain).variant == "labeled"
+    assert load_dataset("cuhk03", plain, cuhk03="detected").variant == "detected"
+
+
+def test_cuhk03_missing_or_unknown_variant(tmp_path):
+    root = make_cuhk03_np(tmp_path / "np", variants=("labeled",))
+    assert load_dataset("cuhk03", root).variant == "labeled"
+    with pytest.raises(DatasetError, match=r"np has no detected/ folder in the Market layout \(it holds labeled/\); "
+                                           r"set data\.cuhk03=labeled"):
+        load_dataset("cuhk03", root, cuhk03="detected")
+    with pytest.raises(DatasetError, match=r"data\.cuhk03 must be one of labeled, detected, got 'both'"):
+        load_dataset("cuhk03", root, cuhk03="both")
+
+
+def test_cuhk03_layout_error_names_both_layouts(tmp_path):
+    (tmp_path / "odd" / "labeled" / "query").mkdir(parents=True)
+    with pytest.raises(DatasetError) as info:
+        load_dataset("cuhk03", tmp_path / "odd")
+    assert "is not a cuhk03 folder: expected DIR/labeled and DIR/detected (CUHK03-NP)" in str(info.value)
+    assert "DIR/bounding_box_train, DIR/query, DIR/bounding_box_test" in str(info.value)
+
+
+def test_cuhk03_standard_counts_are_the_variants():
+    assert standard_counts("cuhk03", "labeled") == {"train": (7368, 767), "query": (1400, 700), "gallery": (5328, 700)}
+    assert standard_counts("cuhk03", "detected") == {"train": (7365, 767), "query": (1400, 700),
+                                                     "gallery": (5332, 700)}
+    assert standard_counts("market") == DATASETS["market1501"].expected
+    from oaecmlr.config import settings
+
+    assert datasets.CUHK03_VARIANTS == settings.CUHK03_VARIANTS
+
+
+def test_cuhk03_counts_compare_with_the_chosen_variant(tmp_path, monkeypatch):
+    root = make_cuhk03_np(tmp_path / "cuhk03-np")
+    monkeypatch.setitem(datasets.CUHK03_NP, "labeled", TINY["labeled"])
+    monkeypatch.setitem(datasets.CUHK03_NP, "detected", TINY["detected"])
+    for variant in ("labeled", "detected"):  # each has its variant's standard sizes: silent
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_dataset("cuhk03", root, cuhk03=variant)
+    with warnings.catch_warnings(record=True) as caught:  # its name wins over the request, with a note
+        warnings.simplefilter("always")
+        assert load_dataset("cuhk03", root / "detected", cuhk03="labeled").variant == "detected"
+    assert [w.category for w in caught] == [DatasetNote] and "detected variant of CUHK03-NP" in str(caught[0].message)
+    plain = make_cuhk03_variant(tmp_path / "mine", 2)  # same sizes as detected, name says nothing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_dataset("cuhk03", plain, cuhk03="labeled")
+    assert splits.variant == "detected"  # by its split sizes
+    assert [w.category for w in caught] == [DatasetNote] and "(by its split sizes)" in str(caught[0].message)
+    monkeypatch.setitem(datasets.CUHK03_NP, "detected", {"train": (4, 2), "query": (1, 1), "gallery": (2, 2)})
+    with pytest.warns(DatasetCountWarning, match=r"cuhk03 \(CUHK03-NP detected\) query: 2 images / 2 ids, but the "
+                                                  r"standard release has 1 / 1"):
+        load_dataset("cuhk03", root, cuhk03="detected")  # a larger split: not a subset, a warning
+
+
+def test_cuhk03_subset_is_a_note_not_a_warning(tmp_path):
+    root = make_cuhk03_np(tmp_path / "cuhk03-np")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_dataset("cuhk03", root, cuhk03="detected")
+    assert [w.category for w in caught] == [DatasetNote]
+    message = str(caught[0].message)
+    assert "\n" not in message
+    assert message.startswith(f"cuhk03: {root / 'detected'} is a subset of CUHK03-NP detected: train 4 images / 2 ids")
+    assert "(the full detected set: 7,365 / 767, 1,400 / 700, 5,332 / 700)" in message
+    assert "standard release" not in message
+
+
 # ---------------------------------------------------------------- manifest
 
 MANIFEST_ROWS = ["a/1.jpg,5,0,train,x", "a/2.jpg,5,1,train,x", "b/3.jpg,7,0,query,", "b/4.jpg,7,1,gallery,",
@@ -280,10 +414,14 @@ def test_synthetic_needs_no_files():
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")
-def test_real_cuhk03_counts():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DatasetCountWarning)  # the real copy matches the expected sizes
+def test_real_cuhk03_is_a_subset_of_cuhk03_np():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         splits = load_dataset("cuhk03", REAL_CUHK03)
+    assert [w.category for w in caught] == [DatasetNote]  # a note, no count warning
+    assert "is a subset of CUHK03-NP labeled: train 7,239 images / 743 ids, query 451 / 100, gallery 487 / 100" \
+        in str(caught[0].message)
+    assert splits.variant == "labeled" and splits.root == str(REAL_CUHK03)
     stats = splits.stats()
     assert (stats["train"]["images"], stats["train"]["ids"], stats["train"]["cams"]) == (7239, 743, 2)
     assert (stats["query"]["images"], stats["query"]["ids"]) == (451, 100)

@@ -1,4 +1,4 @@
-"""Plain records for re-ID image lists, and the one error type for data problems.
+"""Plain records for re-ID image lists, and the warning categories of the dataset checks.
 
 A dataset is an `ImageSplits`: train (unlabelled for the method, pids kept only to score
 clustering), query and gallery lists of `Record(path, pid, camid)`. camid is 0-based.
@@ -11,10 +11,21 @@ from dataclasses import dataclass
 SPLITS = ("train", "query", "gallery")
 
 
-
-
 class DatasetCountWarning(UserWarning):
     """A split's size differs from the standard release of that dataset."""
+
+    label = "warning"  # how a command line shows it: `warning: MESSAGE`
+
+
+class DatasetNote(UserWarning):
+    """Worth knowing, not a problem: the folder is a subset of the standard release (e.g. a CUHK03
+    subset of CUHK03-NP), or it is not the CUHK03-NP variant that was asked for.
+
+    Not a `DatasetCountWarning`: filters on that class leave notes alone. A command line shows it
+    as one line `note: MESSAGE` (read `label`).
+    """
+
+    label = "note"
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class ImageSplits:
     query: list[Record]
     gallery: list[Record]
     root: str | None
+    variant: str | None = None  # cuhk03: the CUHK03-NP variant, "labeled" or "detected"; else None
 
     def split(self, split: str) -> list[Record]:
         if split not in SPLITS:
