@@ -1,27 +1,100 @@
-"""`oaecmlr eval`: a run's best.pt or last.pt scored again on its query/gallery with the training
-loop's own evaluation, optionally re-ranked, without touching the run's events."""
+"""`oaecmlr eval`: a run's best.pt or last.pt, or a checkpoint file (oaecmlr or Cluster Contrast),
+scored on a query/gallery with the training loop's own evaluation, optionally re-ranked, without
+touching any run's events. `oaecmlr export` (`oaecmlr.cli.export`) opens its model the same way.
+
+What is scored: TARGET names a checkpoint file when it is an existing file, else a run (a name
+under the runs folder, or a run folder). A run is scored on its own data and config; a file on the
+data the options name (`FileOptions`), its architecture and pooling taken from the file unless given.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, rich_table
-from oaecmlr.engine.checkpoint import check_compatible, load_checkpoint
+from oaecmlr.config import Config, load_config
+from oaecmlr.engine.checkpoint import check_compatible, load_checkpoint, model_weights
 from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import extract_features
-from oaecmlr.engine.rundata import load_run_data
-from oaecmlr.errors import CheckpointError
+from oaecmlr.engine.rundata import RunData, load_run_data
+from oaecmlr.errors import CheckpointError, CliError, RunError
 from oaecmlr.formatting import pct
 from oaecmlr.models import build_model
-from oaecmlr.store.runs import find_run, load_run_config
+from oaecmlr.models.weights import cluster_contrast_weights, load_model_state, pooling_of
+from oaecmlr.store.runs import find_run, load_run_config, run_dir
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar")
+DEFAULT_ARCH = "resnet50"
+
+
+@dataclass
+class FileOptions:
+    """What to score a checkpoint file on, and how to build its model (None: from the file, else
+    the defaults: dataset required unless the file names it, resnet50, 256x128, gem)."""
+
+    dataset: str | None = None
+    data_root: str | None = None
+    arch: str | None = None
+    height: int | None = None
+    width: int | None = None
+    pooling: str | None = None
+
+    def given(self) -> list[str]:
+        names = {"dataset": "--dataset", "data_root": "--data-root", "arch": "--arch", "height": "--height",
+                 "width": "--width", "pooling": "--pooling"}
+        return [flag for attr, flag in names.items() if getattr(self, attr) is not None]
+
+
+@dataclass
+class Target:
+    """A model opened for scoring, with the config of the data to score it on."""
+
+    model: torch.nn.Module
+    config: Config
+    epoch: int | None
+    run: str | None = None  # the run's name, for a run
+    file: Path | None = None  # the checkpoint file, for a file
+    checkpoint: str = "best"  # best or last for a run; the file's name for a file
+    format: str = "oaecmlr"  # or "cluster-contrast"
+    extra: dict = field(default_factory=dict)  # more to report (a Cluster Contrast file's best_mAP)
+    run_path: Path | None = None  # the run's folder, for a run
+
+    @property
+    def label(self) -> str:
+        return self.run if self.run is not None else str(self.file)
+
+    def describe(self) -> dict:
+        return {"run": self.run, "file": None if self.file is None else str(self.file), "checkpoint": self.checkpoint,
+                "format": self.format, "epoch": self.epoch, "arch": self.config.model.arch,
+                "dataset": self.config.data.dataset}
 
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     return torch.device(f"cuda:{device}" if device.isdigit() else device)
+
+
+def is_checkpoint_file(target: str, runs_dir: str | None = None) -> bool:
+    """The rule: an existing file is a checkpoint file; anything else is a run. A name that ends
+    like a checkpoint (.pt, .pth, .pth.tar) but is neither a file nor a run is refused here."""
+    path = Path(target)
+    if path.is_file():
+        return True
+    if path.name.endswith(CHECKPOINT_SUFFIXES):
+        try:
+            exists = run_dir(target, runs_dir).exists()
+        except RunError:
+            exists = False
+        if not exists:
+            raise CheckpointError(f"checkpoint file not found: {target} (nor a run of that name); give an existing "
+                                  "checkpoint file or a run name")
+    return False
 
 
 def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
@@ -33,21 +106,63 @@ def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
         raise CheckpointError(f"run {run.name} has no {path.name} ({why} yet); try --checkpoint {other}")
     arch = config.model.arch
     state = load_checkpoint(path)
-    check_compatible(state, path, arch, None, None)
+    check_compatible(state, path, arch, None, None, hint="run")
     model = build_model(arch, None, config.model.pooling, config.model.last_stride)
-    weights = {k: v for k, v in state["model"].items() if not k.startswith("classifier.")}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit a {arch} model: {str(exc).splitlines()[0]}") from None
+    load_model_state(model, state["model"], str(path), arch, "run")
     return model, state.get("epoch")
 
 
-def evaluate_run(name: str, runs_dir: str | None, checkpoint: str = "best", rerank: bool = False,
-                 device: str = "auto", visrank: str | None = None, num: int = 20) -> dict:
+def open_run(name: str, runs_dir: str | None, checkpoint: str | None, options: FileOptions | None = None) -> Target:
+    if options is not None and options.given():
+        raise CliError(f"{', '.join(options.given())}: only for a checkpoint file; a run is scored on its own data "
+                       f"and model as its config.toml says ({name} is not an existing file)")
     run = find_run(name, runs_dir)
     config = load_run_config(run)
-    model, epoch = load_model(run, config, checkpoint)
+    which = checkpoint or "best"
+    model, epoch = load_model(run, config, which)
+    return Target(model, config, epoch, run=run.name, checkpoint=which, run_path=run.path)
+
+
+def open_file(path: str | Path, options: FileOptions, checkpoint: str | None = None) -> Target:
+    """A checkpoint file's model (oaecmlr or Cluster Contrast) and the config of the data named by
+    ``options`` (or by the file: an oaecmlr checkpoint stores its arch and dataset, not its root)."""
+    path = Path(path)
+    if checkpoint is not None:
+        raise CliError(f"--checkpoint picks a run's best.pt or last.pt; {path} is a checkpoint file already")
+    state = load_checkpoint(path)
+    cluster_contrast = cluster_contrast_weights(state) is not None
+    if cluster_contrast:
+        arch, dataset = options.arch or DEFAULT_ARCH, options.dataset
+    else:
+        arch, dataset = options.arch or state.get("arch") or DEFAULT_ARCH, options.dataset or state.get("dataset")
+    weights = model_weights(state, path, arch, "file", options.pooling)
+    if dataset is None:
+        raise CliError(f"{path} does not say which data it was trained on (a Cluster Contrast checkpoint): pass "
+                       "--dataset NAME (market1501, dukemtmcreid, msmt17, cuhk03, manifest, synthetic) and --data-root DIR")
+    pooling = options.pooling or pooling_of(weights)
+    config = load_config(None, overrides={"data.dataset": dataset, "data.root": options.data_root,
+                                          "data.height": options.height, "data.width": options.width,
+                                          "model.arch": arch, "model.pooling": pooling})
+    model = build_model(arch, None, pooling, config.model.last_stride)
+    load_model_state(model, weights, str(path), arch, "file")
+    epoch = state.get("epoch")
+    extra = {"best_mAP": float(state["best_mAP"])} if cluster_contrast and "best_mAP" in state else {}
+    return Target(model, config, int(epoch) if isinstance(epoch, int) else None, file=path, checkpoint=path.name,
+                  format="cluster-contrast" if cluster_contrast else "oaecmlr", extra=extra)
+
+
+def open_target(target: str, runs_dir: str | None, checkpoint: str | None = None,
+                options: FileOptions | None = None) -> Target:
+    """A checkpoint file (an existing file) or a run (anything else), opened for scoring."""
+    if is_checkpoint_file(target, runs_dir):
+        return open_file(target, options or FileOptions(), checkpoint)
+    return open_run(target, runs_dir, checkpoint, options)
+
+
+def prepare(target: Target, device: str):
+    """(device, the target's data, extract): `extract(images)` gives the features exactly as the
+    training loop's evaluation computes them (eval mode, test transform, the run's precision)."""
+    config, model = target.config, target.model
     dev = pick_device(device)
     model.to(dev)
     data = load_run_data(config.data)
@@ -59,27 +174,53 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str = "best", rera
     def extract(images: torch.Tensor) -> torch.Tensor:
         return extract_features(model, images, size, config.data.eval_batch, dev, amp, channels_last)
 
-    metrics = evaluate(extract, data.query, data.gallery, rerank)
-    result = {"run": run.name, "checkpoint": checkpoint, "epoch": epoch, "device": str(dev), **metrics}
-    if visrank:
-        from oaecmlr.cli.visrank import write_visrank
-        from oaecmlr.engine.features import distance_matrix
+    return dev, data, extract
 
-        distmat = distance_matrix(extract(data.query.images), extract(data.gallery.images), rerank)
-        result["visrank"] = [str(p) for p in write_visrank(distmat, data.query, data.gallery, visrank, num)]
+
+def evaluate_run(name: str, runs_dir: str | None, checkpoint: str | None = None, rerank: bool = False,
+                 device: str = "auto", visrank: str | None = None, num: int = 20,
+                 options: FileOptions | None = None) -> dict:
+    """Score a run's checkpoint (or the checkpoint file ``name``) with `oaecmlr.engine.evaluate`."""
+    target = open_target(name, runs_dir, checkpoint, options)
+    dev, data, extract = prepare(target, device)
+    metrics = evaluate(extract, data.query, data.gallery, rerank)
+    result = {**target.describe(), **target.extra, "device": str(dev), **metrics}
+    if visrank:
+        result["visrank"] = _visrank(extract, data, rerank, visrank, num)
     return result
 
 
-def eval_command(name: str, runs_dir: str | None, checkpoint: str, rerank: bool, fmt: str, visrank: str | None,
-                 num: int, device: str) -> None:
-    result = evaluate_run(name, runs_dir, checkpoint, rerank, device, visrank, num)
+def _visrank(extract, data: RunData, rerank: bool, folder: str, num: int) -> list[str]:
+    from oaecmlr.cli.visrank import write_visrank
+    from oaecmlr.engine.features import distance_matrix
+
+    distmat = distance_matrix(extract(data.query.images), extract(data.gallery.images), rerank)
+    return [str(p) for p in write_visrank(distmat, data.query, data.gallery, folder, num)]
+
+
+def heading(result: dict) -> str:
+    """What was scored, for the first line of the table output."""
+    epoch = f"epoch {result['epoch']}" if result.get("epoch") is not None else "epoch unknown"
+    if result.get("run") is not None:
+        what = f"[bold]{result['run']}[/]: {result['checkpoint']}.pt ({epoch})"
+    else:
+        kind = "Cluster Contrast" if result.get("format") == "cluster-contrast" else "oaecmlr"
+        what = f"[bold]{result['checkpoint']}[/] ({kind}, {epoch}, {result['arch']} on {result['dataset']})"
+    return f"{what}, {result['num_query']} queries x {result['num_gallery']} gallery images, {result['device']}"
+
+
+def eval_command(name: str, runs_dir: str | None, checkpoint: str | None, rerank: bool, fmt: str,
+                 visrank: str | None, num: int, device: str, options: FileOptions | None = None) -> None:
+    from rich.markup import escape
+
+    result = evaluate_run(name, runs_dir, checkpoint, rerank, device, visrank, num, options)
     if fmt == "json":
         print_json(result)
         return
     label = "re-ranked" if rerank else "not re-ranked"
-    console.print(f"[bold]{result['run']}[/]: {checkpoint}.pt (epoch {result['epoch']}), {result['num_query']} queries "
-                  f"x {result['num_gallery']} gallery images, {result['device']}", highlight=False)
+    escaped = {k: escape(v) if isinstance(v, str) else v for k, v in result.items()}
+    console.print(heading(escaped), highlight=False)
     row = [label, *(pct(result[k]) for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))]
     console.print(rich_table(Section("metrics (%)", ["", "mAP", "R1", "R5", "R10", "mINP"], [row])), highlight=False)
     if visrank:
-        err_console.print(f"wrote {len(result['visrank'])} ranking images to {visrank}")
+        err_console.print(f"wrote {len(result['visrank'])} ranking images to {escape(visrank)}", highlight=False)

@@ -5,6 +5,10 @@ offset, as plain tensors and containers. It is written to a temporary file, fsyn
 over the old one, so a crash or a full disk leaves the previous checkpoint intact, and it is read
 with `weights_only=True`, so loading never unpickles arbitrary objects. Where checkpoints live is
 the run folder's business (`oaecmlr.store.runs.RunDir`).
+
+For --init and eval, a Cluster Contrast `model_best.pth.tar` is read too (`model_weights`): its
+keys are mapped to ours and, since it does not store its architecture, its layers must fit the
+configured one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import numpy as np
 import torch
 
 from oaecmlr.errors import CheckpointError
+from oaecmlr.models import ARCHS
+from oaecmlr.models.weights import (
+    POOLING_ADVICE,
+    cluster_contrast_weights,
+    guess_arch,
+    load_model_state,
+    pooling_of,
+    read_weights_file,
+)
 from oaecmlr.store.runs import checkpoint_file
 
 FORMAT = "oaecmlr-checkpoint"
@@ -55,19 +68,36 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_compatible(state: dict[str, Any], path, arch: str, dataset: str | None, num_train: int | None) -> None:
-    """Refuse a checkpoint from another architecture or dataset with a clear message."""
+# What to do about a checkpoint of another architecture, by the command that met it.
+ARCH_ADVICE = {
+    "resume": ("the run's config.toml says", "set arch = \"{held}\" in its [model] section (it must name the "
+               "architecture that trained the run)"),
+    "run": ("the run's config.toml says", "set arch = \"{held}\" in its [model] section (it must name the "
+            "architecture that trained the run)"),
+    "init": ("this run uses", "pass --arch {held} to start from it, or --init another checkpoint"),
+    "file": ("--arch is", "pass --arch {held}, or leave --arch out (an oaecmlr checkpoint names its architecture)"),
+}
+
+
+def check_compatible(state: dict[str, Any], path, arch: str, dataset: str | None, num_train: int | None,
+                     hint: str = "resume") -> None:
+    """Refuse a checkpoint from another architecture or dataset with a clear message. ``hint`` says
+    which command asks, for advice that fits it: "resume" (a run's own last.pt), "run" (eval or
+    export of a run), "init" (--init) or "file" (eval or export of a checkpoint file)."""
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an oaecmlr checkpoint")
-    if state.get("arch") != arch:
-        raise CheckpointError(f"{path} holds a {state.get('arch')} model but this run uses {arch}; "
-                              f"pass --arch {state.get('arch')} or another checkpoint")
+    held = state.get("arch")
+    if held != arch:
+        whose, advice = ARCH_ADVICE.get(hint, ARCH_ADVICE["resume"])
+        raise CheckpointError(f"{path} holds a {held} model but {whose} {arch}; {advice.format(held=held)}")
     if dataset is not None and state.get("dataset") != dataset:
         raise CheckpointError(f"{path} was trained on {state.get('dataset')}, not {dataset}; "
                               "resume it on its own dataset (use --init to start a new run from it)")
     if num_train is not None and state.get("num_train") not in (None, num_train):
         raise CheckpointError(f"{path} was trained on {state.get('num_train')} training images but the dataset "
                               f"now has {num_train}; the data changed since the run started")
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path} has no model weights; it is incomplete, pick another checkpoint")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -99,31 +129,54 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file as plain tensors and containers (``weights_only=True``; numpy float64
+    scalars, as in Cluster Contrast files, are the only other thing allowed)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    state = read_weights_file(path, "checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not an oaecmlr checkpoint (expected a dict)")
     return state
 
 
-def load_model_weights(path, arch: str) -> dict[str, torch.Tensor]:
-    """The model state of an oaecmlr checkpoint (for --init and eval)."""
-    state = load_checkpoint(path)
-    check_compatible(state, path, arch, None, None)
-    return state["model"]
+def model_weights(state: dict[str, Any], path, arch: str, hint: str = "init",
+                  pooling: str | None = None) -> dict[str, torch.Tensor]:
+    """The ``ReIDModel`` weights of a loaded oaecmlr or Cluster Contrast checkpoint, refused with one
+    line when they are of another architecture (or, given ``pooling``, another pooling)."""
+    weights = cluster_contrast_weights(state)
+    if weights is None:
+        if state.get("format") != FORMAT:
+            other = "; ImageNet backbone weights go to --pretrained" if hint == "init" else ""
+            raise CheckpointError(f"{path} is neither an oaecmlr checkpoint nor a Cluster Contrast one "
+                                  f"(a dict with 'state_dict' of module.base.* keys){other}")
+        check_compatible(state, path, arch, None, None, hint=hint)
+        weights = state["model"]
+    else:
+        guess = guess_arch(weights)
+        if guess is None:
+            raise CheckpointError(f"{path} is a Cluster Contrast checkpoint whose layers match none of the "
+                                  f"architectures oaecmlr builds ({', '.join(ARCHS)})")
+        if guess not in ARCHS:
+            raise CheckpointError(f"{path} is a Cluster Contrast checkpoint of a {guess} model, which oaecmlr does "
+                                  f"not build ({', '.join(ARCHS)})")
+        if guess != arch:
+            raise CheckpointError(f"{path} is a Cluster Contrast checkpoint of a {guess} model, not {arch} "
+                                  f"(its architecture is not stored); pass --arch {guess}")
+    if pooling is not None and pooling_of(weights) != pooling:
+        trained = pooling_of(weights)
+        how = POOLING_ADVICE.get(hint, POOLING_ADVICE["init"]).format(pooling=trained)
+        raise CheckpointError(f"{path} was trained with {trained} pooling but the model uses {pooling}; {how}")
+    return weights
+
+
+def load_model_weights(path, arch: str, hint: str = "init", pooling: str | None = None) -> dict[str, torch.Tensor]:
+    """The model state of an oaecmlr or Cluster Contrast checkpoint (for --init and eval)."""
+    return model_weights(load_checkpoint(path), path, arch, hint, pooling)
 
 
 def load_init_weights(model: torch.nn.Module, init: str, arch: str) -> None:
-    """Start from another run's model (UDA stage 2); only its classifier may be left out."""
+    """Start from another run's model or a Cluster Contrast checkpoint (UDA stage 2); only a
+    classifier may be left out, on either side."""
     path = checkpoint_file(init)
-    missing, unexpected = model.load_state_dict(load_model_weights(path, arch), strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("classifier.")]
-    missing = [k for k in missing if not k.startswith("classifier.")]
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit a {arch} model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    load_model_state(model, load_model_weights(path, arch, "init"), str(path), arch, "init")
