@@ -7,12 +7,18 @@ polls every 0.05 s so live updates show up within a few pilot pauses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -22,6 +28,7 @@ pytest.importorskip("textual")
 from oaecmlr_tui import actions  # noqa: E402
 from oaecmlr_tui.app import make_app  # noqa: E402
 from oaecmlr_tui.compare_screen import CompareScreen  # noqa: E402
+from oaecmlr_tui.confirm import ConfirmScreen  # noqa: E402
 from oaecmlr_tui.launch_screen import LaunchScreen  # noqa: E402
 from oaecmlr_tui.messages import RunsUpdated  # noqa: E402
 from oaecmlr_tui.plot import Plot  # noqa: E402
@@ -30,9 +37,9 @@ from oaecmlr_tui.tailer import RunTracker, read_log_tail  # noqa: E402
 from runfixtures import append_events, make_run  # noqa: E402
 
 from oaecmlr.store.events import read_events  # noqa: E402
-from oaecmlr.store.runs import RunDir, summarize_run  # noqa: E402
+from oaecmlr.store.runs import RunDir, summarize_run, write_meta  # noqa: E402
 from oaecmlr.store.schema import Cluster, EpochEnd, EpochStart, Eval, Iter, to_record  # noqa: E402
-from oaecmlr.store.summary import RunFold  # noqa: E402
+from oaecmlr.store.summary import RunFold, RunSummary  # noqa: E402
 
 T0 = 1_700_000_000.0
 
@@ -47,8 +54,8 @@ def runs(tmp_path):
     return root
 
 
-def app_for(root, notes=None):
-    app = make_app(root, poll_interval=0.05, gpu_probe=lambda: ("GPU: probe stub",))
+def app_for(root, notes=None, **probes):
+    app = make_app(root, poll_interval=0.05, gpu_probe=lambda: ("GPU: probe stub",), **probes)
     if notes is not None:
         def notify(message, *, title="", severity="information", **_):
             notes.append((severity, f"{title} {message}".strip()))
@@ -174,7 +181,7 @@ def test_table_and_run_screen_follow_a_running_run_without_keypresses(runs):
         append_events(live, [EpochEnd(epoch=4, seconds=1.0), EpochStart(epoch=5, lr=1e-4), iter_event(5, 3)])
         await wait_for(pilot, lambda: "epoch 5/4  iteration 3/10" in str(screen.query_one("#progress-text").render()),
                        "the progress line to follow")
-        assert "250 images/s  last event" in str(screen.query_one("#speed").render())
+        assert re.search(r"250 images/s  run ETA \S+  last event", str(screen.query_one("#speed").render()))
 
         # a partial last line waits for its newline
         line = json.dumps({**to_record(eval_event(5, 0.95)), "time": time.time()})
@@ -244,14 +251,19 @@ def test_run_screen_shows_plots_progress_log_and_gpu_line(runs):
         loss = plot_text(screen, "#loss")
         assert "━ loss" in loss and "iteration" in loss and "└┬" in loss
         clusters = plot_text(screen, "#clusters")
-        assert all(name in clusters for name in ("━ clusters", "━ outliers", "━ OAE assigned"))
-        assert screen.query_one("#clusters").border_subtitle == \
-            "purity 80% NMI 85% OAE prec 70% x-cam 5% cams 1.1 x-cam imgs 8%"
+        assert "━ clusters" in clusters and "━ OAE assigned" in clusters and "outliers" not in clusters
+        assert "44┤" in clusters  # scaled to the clusters (44 at epoch 4), not to ~60 outliers
+        assert screen.query_one("#clusters").border_subtitle == "outliers 60 = 12% of 500 images"
+        assert str(screen.query_one("#diagnostics").render()) == \
+            "epoch 4 clusters: purity 80%  NMI 85%  OAE prec 70%  x-cam 5%  cams 1.1  x-cam imgs 8%"
         assert screen.log_lines[-1] == "line 29 of the log" and len(screen.log_lines) == 20
         await wait_for(pilot, lambda: screen.query_one("#log").lines, "the log widget")
         assert screen.query_one("#log").lines[-1].text.strip() == "line 29 of the log"
         assert "finished after epoch 4/4" in str(screen.query_one("#progress-text").render())
         assert "GPU: probe stub" in str(screen.query_one("#gpu").render())
+        await wait_for(pilot, lambda: app.process, "the CPU/RAM line")
+        assert str(screen.query_one("#proc").render()) == "CPU/RAM: run finished"
+        assert str(screen.query_one("#speed").render()) == ""  # no ETA once finished
         assert "alpha-finished" in str(screen.query_one("#run-title").render())
         await pilot.press("escape")
         assert app.watched is None
@@ -271,9 +283,12 @@ def test_diagnostics_line_skips_what_the_dataset_cannot_give():
     assert diagnostics_line(run()) == ""
     assert diagnostics_line(run(cluster(1))) == ""  # no ground truth (manifest without ids)
     assert diagnostics_line(run(cluster(1, purity=0.5), cluster(2, purity=0.625, nmi=0.9, cross_camera=0.0))) \
-        == "purity 62% NMI 90% x-cam 0%"  # the last epoch only
+        == "epoch 2 clusters: purity 62%  NMI 90%  x-cam 0%"  # the last epoch only
     assert diagnostics_line(run(cluster(1, cross_camera=0.5, cameras_per_cluster=1.75, cross_camera_images=0.6))) \
-        == "x-cam 50% cams 1.8 x-cam imgs 60%"
+        == "epoch 1 clusters: x-cam 50%  cams 1.8  x-cam imgs 60%"
+    everything = cluster(12, purity=0.8, nmi=0.85, oae_precision=0.7, cross_camera=0.05, cameras_per_cluster=1.1,
+                         cross_camera_images=0.08)
+    assert len(diagnostics_line(run(everything))) <= 96  # one line of a 100-column screen, nothing cut
 
 
 def test_gpu_lines_with_and_without_nvml(monkeypatch):
@@ -333,11 +348,18 @@ def test_stop_writes_the_stop_file_and_sigterms_the_process(tmp_path):
 
         async def scenario(pilot):
             await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)  # asks first
+            assert str(app.screen.query_one("#confirm-question").render()) == "stop victim? y/n"
+            assert not (tmp_path / "victim" / "STOP").exists()
+            await pilot.press("y")
+            assert not isinstance(app.screen, ConfirmScreen)
             assert (tmp_path / "victim" / "STOP").exists()
             assert dummy.wait(timeout=5) == -signal.SIGTERM
             assert any("SIGTERM" in n[1] for n in notes)
-            await pilot.press("x")  # not running any more: an error line, no crash
+            await wait_for(pilot, lambda: app.runs["victim"].status == "stale", "the process to be gone")
+            await pilot.press("x")  # not running any more: an error line at once, nothing asked, no crash
             assert notes[-1][0] == "error" and app.is_running
+            assert not isinstance(app.screen, ConfirmScreen)
 
         drive(app, scenario)
     finally:
@@ -351,7 +373,8 @@ def test_resume_of_a_live_run_is_a_notification(runs):
 
     async def scenario(pilot):
         await pilot.press("down", "r")  # beta-running: its pid (this process) is alive
-        await wait_for(pilot, lambda: any(n[0] == "error" for n in notes), "the error")
+        # the refusal comes from the engine, whose first import (torch) takes seconds on a busy machine
+        await wait_for(pilot, lambda: any(n[0] == "error" for n in notes), "the error", timeout=60)
         assert "still running" in notes[-1][1]
 
     drive(app, scenario)
@@ -476,3 +499,256 @@ def test_core_and_cli_do_not_import_textual():
     assert result.returncode == 0, result.stdout + result.stderr
     result = _imports(core + ", oaecmlr.cli.app", ("textual", "oaecmlr_tui"))  # `oaecmlr tui` imports it lazily
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# the whole run's ETA -----------------------------------------------------------------------------
+def summary(status="running", **fields) -> RunSummary:
+    return RunSummary(name="x", path="x", status=status, **fields)
+
+
+def test_run_eta_is_the_time_per_epoch_so_far_times_the_epochs_left():
+    from oaecmlr_tui.run_screen import eta_text, run_eta
+
+    inside = iter_event(3, 5)  # epoch 3 half done after 2 finished epochs: 2.5 epochs in 100 s
+    assert run_eta(summary(epochs=10, epoch=2, elapsed=100.0, last_iter=inside)) == pytest.approx(40 * 7.5)
+    between = iter_event(2, 10)  # clustering or evaluating after epoch 2: 2 epochs in 100 s
+    assert run_eta(summary(epochs=10, epoch=2, elapsed=100.0, last_iter=between)) == pytest.approx(50 * 8)
+    assert eta_text(summary(epochs=10, epoch=2, elapsed=100.0, last_iter=between)) == "run ETA 6m40s"
+    assert run_eta(summary(epochs=10, epoch=10, elapsed=100.0, last_iter=between)) == 0.0  # the last evaluation
+    # nothing until one epoch is measurable; nothing for a run that is not running
+    assert run_eta(summary(epochs=10, epoch=0, elapsed=100.0, last_iter=iter_event(1, 9))) is None
+    assert eta_text(summary(epochs=10, epoch=0, elapsed=100.0)) == "run ETA -"
+    assert run_eta(summary(epochs=None, epoch=2, elapsed=100.0)) is None
+    for status in ("finished", "stopped", "failed", "stale"):
+        assert run_eta(summary(status, epochs=10, epoch=2, elapsed=100.0)) is None
+        assert eta_text(summary(status, epochs=10, epoch=2, elapsed=100.0)) == ""
+
+
+def test_progress_of_a_run_stopped_at_once():
+    from oaecmlr_tui.run_screen import progress_text
+
+    from oaecmlr.store.schema import Stopped
+
+    text, *_ = progress_text(summary("stopped", epochs=4, epoch=2, stopped=Stopped(epoch=3, iteration=None)))
+    assert text == "stopped in epoch 3/4 at once (2 epochs finished)"
+
+
+# CPU and RAM of the run's processes ----------------------------------------------------------------
+def fake_psutil(processes: dict[int, dict]):
+    """psutil with the processes of `processes`: pid -> {cpu: seconds, rss: bytes, status}."""
+    class NoSuchProcess(Exception):
+        pass
+
+    class AccessDenied(Exception):
+        pass
+
+    class Process:
+        def __init__(self, pid):
+            if pid not in processes:
+                raise NoSuchProcess(pid)
+            self.info = processes[pid]
+
+        def oneshot(self):
+            return contextlib.nullcontext()
+
+        def create_time(self):
+            return 1000.0
+
+        def status(self):
+            return self.info.get("status", "running")
+
+        def cpu_times(self):
+            if self.info.get("denied"):
+                raise AccessDenied()
+            return types.SimpleNamespace(user=self.info["cpu"] * 0.75, system=self.info["cpu"] * 0.25)
+
+        def memory_info(self):
+            return types.SimpleNamespace(rss=self.info["rss"])
+
+    return types.SimpleNamespace(Process=Process, NoSuchProcess=NoSuchProcess, AccessDenied=AccessDenied,
+                                 STATUS_ZOMBIE="zombie")
+
+
+def test_process_line_with_a_fake_psutil(monkeypatch):
+    from oaecmlr_tui.procs import ProcessProbe, run_pids
+
+    table = {10: {"cpu": 5.0, "rss": 1.5 * 2**30}, 11: {"cpu": 20.0, "rss": 2**30}, 12: {"cpu": 20.0, "rss": 2**30}}
+    monkeypatch.setitem(sys.modules, "psutil", fake_psutil(table))
+    clock = [100.0]
+    probe = ProcessProbe(clock=lambda: clock[0], host="here")
+    single = {"pid": 10, "host": "here", "state": "running"}
+    assert probe.line(single, "running") == "run CPU -  RAM 1.50 GiB"  # CPU needs two samples
+    clock[0] += 2.0
+    table[10]["cpu"] += 1.0
+    assert probe.line(single, "running") == "run CPU 50%  RAM 1.50 GiB"
+
+    # several workers: the supervisor and every worker (rank 0 is `pid` too), summed
+    workers = {"pid": 11, "supervisor": 10, "workers": [11, 12], "host": "here"}
+    assert run_pids(workers) == (11, 10, 12)
+    probe.line(workers, "running")
+    clock[0] += 4.0
+    for pid, seconds in ((10, 0.0), (11, 4.0), (12, 6.0)):
+        table[pid]["cpu"] += seconds
+    assert probe.line(workers, "running") == "run CPU 250%  RAM 3.50 GiB (3 processes)"
+    del table[12]  # one worker gone: the others still count
+    table[11]["status"] = "zombie"
+    assert probe.line(workers, "running").endswith("RAM 1.50 GiB")
+
+    assert probe.line({"pid": 99, "host": "here"}, "running") == "CPU/RAM: process gone"
+    assert probe.line({"pid": 10, "host": "elsewhere"}, "running") == "CPU/RAM: the run is on elsewhere"
+    assert probe.line({"host": "here"}, "starting") == "CPU/RAM: no pid in status.json"
+    assert probe.line(single, "finished") == "CPU/RAM: run finished"
+    table[10]["denied"] = True
+    assert probe.line(single, "running") == "CPU/RAM: process gone"  # nothing readable is nothing shown
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    assert probe.line(single, "running") == "CPU/RAM: install psutil"
+
+
+def test_process_line_with_the_real_psutil_on_this_process():
+    psutil = pytest.importorskip("psutil")
+    from oaecmlr_tui.procs import ProcessProbe
+
+    probe = ProcessProbe()
+    status = {"pid": os.getpid(), "host": socket.gethostname()}
+    assert re.fullmatch(r"run CPU -  RAM \d+\.\d\d GiB", probe.line(status, "running"))
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # busy for 0.3 s of CPU
+        pass
+    line = probe.line(status, "running")
+    match = re.fullmatch(r"run CPU (\d+)%  RAM (\d+\.\d\d) GiB", line)
+    assert match, line
+    assert int(match.group(1)) > 0
+    rss = psutil.Process().memory_info().rss / 2**30
+    assert float(match.group(2)) == pytest.approx(rss, abs=0.1)
+
+
+def test_run_screen_shows_the_process_line_read_in_the_worker_thread(runs):
+    calls = []
+
+    def probe(status, state):
+        calls.append((threading.current_thread() is threading.main_thread(), status.get("pid"), state))
+        return "run CPU 97%  RAM 2.00 GiB"
+
+    app = app_for(runs, process_probe=probe)
+
+    async def scenario(pilot):
+        table(app).move_cursor(row=table(app).get_row_index("beta-running"))
+        await pilot.press("enter")
+        screen = app.screen
+        await wait_for(pilot, lambda: "RAM" in str(screen.query_one("#proc").render()), "the CPU/RAM line")
+        assert str(screen.query_one("#proc").render()) == "run CPU 97%  RAM 2.00 GiB"
+        assert "GPU: probe stub" in str(screen.query_one("#gpu").render())  # beside the GPU line
+
+    drive(app, scenario)
+    assert calls and all(not in_main for in_main, _, _ in calls)  # never in the UI thread
+    assert calls[0][1:] == (os.getpid(), "running")
+
+
+# stop asks first ---------------------------------------------------------------------------------
+def test_stop_on_the_run_screen_asks_and_no_keeps_the_run(runs):
+    notes = []
+    app = app_for(runs, notes)
+
+    async def scenario(pilot):
+        table(app).move_cursor(row=table(app).get_row_index("beta-running"))  # its pid is this test: never say y
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunScreen)
+        for answer in ("n", "escape"):
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            assert str(app.screen.query_one("#confirm-question").render()) == "stop beta-running? y/n"
+            await pilot.press(answer)
+            assert isinstance(app.screen, RunScreen)
+        assert not (runs / "beta-running" / "STOP").exists() and not notes
+        assert [(b.key, b.description) for b in ConfirmScreen.BINDINGS if b.show] == [("y", "Yes"), ("n", "No")]
+        assert app.watched == "beta-running"  # back on the run screen, still watching it
+
+    drive(app, scenario)
+
+
+# notes and tags --------------------------------------------------------------------------------------
+def test_tracker_reads_meta_only_when_it_changed(runs, monkeypatch):
+    from oaecmlr_tui.tailer import RunMeta
+
+    tracker = RunTracker(runs)
+    tracker.poll()
+    assert tracker.metas() == ()
+    run = RunDir(runs / "beta-running")
+    write_meta(run, {"note": "rho sweep, lr halved", "tags": ["sweep", "lr"]})
+    assert tracker.poll()  # a new note is a change
+    assert tracker.metas() == (("beta-running", RunMeta("rho sweep, lr halved", ("sweep", "lr"))),)
+    reads = []
+    import oaecmlr_tui.tailer as tailer
+
+    monkeypatch.setattr(tailer, "read_meta", lambda r: reads.append(r) or {})
+    assert not tracker.poll() and reads == []  # unchanged mtime: not read again
+    os.utime(run.meta, ns=(time.time_ns() + 10**9,) * 2)
+    assert tracker.poll() and len(reads) == 1  # rewritten (here: read as empty)
+    assert tracker.metas() == ()
+    monkeypatch.undo()
+    write_meta(run, {"note": "back", "tags": []})
+    tracker.poll()
+    run.meta.unlink()
+    assert tracker.poll() and tracker.metas() == ()
+
+
+def test_notes_and_tags_in_the_table_the_filter_and_the_run_screen(runs):
+    write_meta(RunDir(runs / "beta-running"), {"note": "lower lr, cams normalised", "tags": ["ablation"]})
+    write_meta(RunDir(runs / "alpha-finished"), {"note": "", "tags": ["baseline", "paper"]})
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        await wait_for(pilot, lambda: app.meta, "the notes")
+        assert "note" in table(app).columns and "start" in table(app).columns  # wide: everything fits
+        assert cell(app, "beta-running", "note") == "#ablation lower lr, cams norm…"  # NOTE_WIDTH 30
+        assert cell(app, "alpha-finished", "note") == "#baseline #paper"
+        assert cell(app, "gamma-failed", "note") == ""
+
+        await pilot.press("slash", *"paper")  # a tag
+        assert row_names(app) == ["alpha-finished"]
+        await pilot.press(*["backspace"] * 5, *"NORMAL")  # part of a note, any case
+        assert row_names(app) == ["beta-running"]
+        await pilot.press(*["backspace"] * 6, "enter")
+        assert len(row_names(app)) == 3
+
+        # a note written while the dashboard runs shows up
+        write_meta(RunDir(runs / "gamma-failed"), {"note": "nan at lr 1e-3", "tags": []})
+        await wait_for(pilot, lambda: cell(app, "gamma-failed", "note") == "nan at lr 1e-3", "the new note")
+
+        table(app).move_cursor(row=table(app).get_row_index("beta-running"))
+        await pilot.press("enter")
+        assert "#ablation lower lr, cams normalised" in str(app.screen.query_one("#run-title").render())
+
+    drive(app, scenario, size=(170, 30))
+
+
+def test_the_note_column_goes_first_on_a_narrow_screen(runs):
+    write_meta(RunDir(runs / "beta-running"), {"note": "a note", "tags": ["t"]})
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        await wait_for(pilot, lambda: app.meta, "the notes")
+        columns = set(table(app).columns)
+        assert "note" not in columns and "start" not in columns  # 100 columns: both dropped
+        assert {"dataset", "clusters", "elapsed"} <= columns
+        await pilot.press("slash", *"a note")  # the filter still sees the hidden note
+        assert row_names(app) == ["beta-running"]
+        await pilot.press(*["backspace"] * 6, *"#t")  # `#word`: tags only, as the column writes them
+        assert row_names(app) == ["beta-running"]
+        await pilot.press("backspace", *"r")  # `#r`: no tag has an r (beta-running's name has)
+        assert row_names(app) == []
+
+    drive(app, scenario, size=(100, 30))
+
+
+def test_note_column_is_absent_without_notes_and_sized_to_the_longest(runs):
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        assert "note" not in table(app).columns  # no run has a note: no empty column
+        write_meta(RunDir(runs / "beta-running"), {"note": "short", "tags": []})
+        await wait_for(pilot, lambda: "note" in table(app).columns, "the note column")
+        assert table(app).columns["note"].width == len("short")
+
+    drive(app, scenario, size=(170, 30))

@@ -1,7 +1,9 @@
-"""SVG snapshots of the runs, run and compare screens at 100x30 on fixed fixture runs.
+"""SVG snapshots of the runs, run and compare screens at 100x30 on fixed fixture runs, the runs
+screen wide enough for the note column, and the stop question.
 
-Times are fixed (start times, UTC) and the runs folder is relative, so the pictures do not depend
-on the clock or the machine. Update with `pytest tests/test_tui_snapshots.py --snapshot-update`.
+Times are fixed (start times, UTC), the runs folder is relative and the GPU and CPU/RAM probes are
+stubs, so the pictures do not depend on the clock or the machine. Update with
+`pytest tests/test_tui_snapshots.py --snapshot-update`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ pytest.importorskip("pytest_textual_snapshot")
 
 from oaecmlr_tui.app import make_app  # noqa: E402
 from runfixtures import make_run  # noqa: E402
+
+from oaecmlr.store.runs import RunDir, write_meta  # noqa: E402
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13 UTC
 SIZE = (100, 30)
@@ -30,13 +34,16 @@ def runs_dir(tmp_path, monkeypatch):
              sets={"oae.rho": 0.0})
     make_run("runs", "lam0-market", state="failed", start_time=T0 + 1800, epochs=6, upto_epoch=2,
              sets={"cmlr.lam": 0.0})
+    write_meta(RunDir(tmp_path / "runs" / "no-oae-market"), {"note": "OAE off: the outliers stay out",
+                                                              "tags": ["ablation"]})
     yield "runs"
     monkeypatch.undo()
     time.tzset()
 
 
 def app_on(runs_dir):
-    return make_app(runs_dir, poll_interval=0.05, gpu_probe=lambda: ("GPU 0:  87% busy  memory 21.3/79.6 GiB",))
+    return make_app(runs_dir, poll_interval=0.05, gpu_probe=lambda: ("GPU 0:  87% busy  memory 21.3/79.6 GiB",),
+                    process_probe=lambda status, state: "run CPU 104%  RAM 2.31 GiB")
 
 
 async def until(pilot, predicate):
@@ -64,7 +71,28 @@ def test_run_screen(snap_compare, runs_dir):
     async def ready(pilot):
         await until(pilot, lambda: app.screen.table.row_count == 3)
         await pilot.press("down", "enter")  # no-oae-market, the running one
-        await until(pilot, lambda: app.gpu and app.screen.log_lines and app.screen.query_one("#log").lines)
+        await until(pilot, lambda: app.gpu and app.process and app.screen.log_lines
+                    and app.screen.query_one("#log").lines)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_runs_screen_wide_with_notes(snap_compare, runs_dir):
+    app = app_on(runs_dir)
+
+    async def ready(pilot):
+        await until(pilot, lambda: app.screen.table.row_count == 3 and app.meta)
+
+    assert snap_compare(app, terminal_size=(150, 12), run_before=ready)
+
+
+def test_stop_asks_first(snap_compare, runs_dir):
+    app = app_on(runs_dir)
+
+    async def ready(pilot):
+        await until(pilot, lambda: app.screen.table.row_count == 3)
+        await pilot.press("down", "x")  # no-oae-market, the running one
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 

@@ -56,10 +56,12 @@ def build_config(request: LaunchRequest) -> Resolved:
 
 
 def launch(request: LaunchRequest, runs_dir: str | None) -> tuple[RunDir, list[str]]:
-    """Check and start a detached run; returns its folder and the notes on how it was resolved."""
+    """Check and start a detached run; returns its folder and the notes on how it was resolved.
+    The settings are checked before the engine (and torch, seconds to import) is loaded, so a bad
+    preset or key is reported at once."""
+    resolved = build_config(request)
     from oaecmlr.engine.launch import start_run
 
-    resolved = build_config(request)
     run = start_run(resolved.config, request.name.strip() or None, runs_dir, preset=resolved.preset, detach=True)
     return run, resolved.notes
 

@@ -1,8 +1,10 @@
 """The dashboard app: `make_app(runs_dir)` for tests, `run_dashboard(runs_dir)` for `oaecmlr tui`.
 
 A thread worker polls the runs folder (`RunTracker`: new bytes only) once per tick and posts
-messages; the app keeps the latest state and asks the screens on its stack to redraw. Closing the
-dashboard never touches the runs: they are separate processes that only write files.
+messages; the app keeps the latest state and asks the screens on its stack to redraw. The same
+worker reads the watched run's log tail and, every GPU_EVERY_S, the GPUs and the CPU and memory of
+the run's processes. Closing the dashboard never touches the runs: they are separate processes that
+only write files.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from oaecmlr.store.summary import RunSummary
 
 from . import actions
 from .gpu import gpu_lines
-from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, RunsUpdated
+from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, ProcessStatus, RunsUpdated
+from .procs import ProcessProbe
 from .runs_screen import RunsScreen
-from .tailer import RunTracker, read_log_tail
+from .tailer import RunMeta, RunTracker, read_log_tail
+
+ProcessProbeFn = Callable[[dict, str], str]  # (status.json, live state) -> the CPU/RAM line
 
 GPU_EVERY_S = 2.0
 
@@ -35,17 +40,20 @@ class Dashboard(App):
     DEFAULT_MODE = "runs"
 
     def __init__(self, runs_dir: str | None = None, poll_interval: float = 0.5,
-                 gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines):
+                 gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None):
         super().__init__()
         self.runs_dir = runs_dir
         self.root = runs_root(runs_dir)
         self.sub_title = str(self.root)
         self.poll_interval = poll_interval
         self.gpu_probe = gpu_probe
+        self.process_probe = process_probe or ProcessProbe()
         self.runs: dict[str, RunSummary] = {}
+        self.meta: dict[str, RunMeta] = {}  # note and tags of the runs that have any
         self.marked: set[str] = set()
         self.logs: dict[str, tuple[str, ...]] = {}
         self.gpu: tuple[str, ...] = ()
+        self.process: dict[str, str] = {}  # run -> its CPU/RAM line (the watched run only)
         self.watched: str | None = None  # the run whose log and GPUs the worker reads
         self._wake = threading.Event()
         self._warned: set[str] = set()
@@ -65,8 +73,11 @@ class Dashboard(App):
         log_key, gpu_at = None, 0.0
         while not worker.is_cancelled:
             try:
-                if tracker.poll(report=lambda: self.post_message(RunsUpdated(tracker.snapshots()))):
-                    self.post_message(RunsUpdated(tracker.snapshots()))
+                def report() -> None:
+                    self.post_message(RunsUpdated(tracker.snapshots(), tracker.metas()))
+
+                if tracker.poll(report=report):
+                    report()
                 for run, message in tracker.take_warnings():
                     self.post_message(CorruptEvents(run, message))
                 watched = self.watched
@@ -83,8 +94,12 @@ class Dashboard(App):
                     if time.monotonic() - gpu_at >= GPU_EVERY_S:
                         gpu_at = time.monotonic()
                         self.post_message(GpuStatus(self.gpu_probe()))
+                        feed = tracker.feeds.get(watched)
+                        if feed is not None and feed.snapshot is not None:
+                            line = self.process_probe(feed.status(), feed.snapshot.status)
+                            self.post_message(ProcessStatus(watched, line))
                 else:
-                    log_key = None
+                    log_key, gpu_at = None, 0.0  # the next watched run gets its lines at once
             except Exception as exc:  # a strange file must not end the watching
                 self.post_message(ActionResult(f"reading the runs failed: {type(exc).__name__}: {exc}", error=True))
             self._wake.wait(self.poll_interval)
@@ -93,6 +108,7 @@ class Dashboard(App):
     # messages from the worker -------------------------------------------------------------------
     def on_runs_updated(self, message: RunsUpdated) -> None:
         self.runs = {run.name: run for run in message.runs}
+        self.meta = dict(message.meta)
         self.marked &= set(self.runs)
         self.redraw()
 
@@ -102,6 +118,10 @@ class Dashboard(App):
 
     def on_gpu_status(self, message: GpuStatus) -> None:
         self.gpu = message.lines
+        self.redraw()
+
+    def on_process_status(self, message: ProcessStatus) -> None:
+        self.process = {message.run: message.line}
         self.redraw()
 
     def on_corrupt_events(self, message: CorruptEvents) -> None:
@@ -138,6 +158,21 @@ class Dashboard(App):
         from .launch_screen import LaunchScreen
 
         self.push_screen(LaunchScreen(request, title))
+
+    def confirm_stop(self, name: str) -> None:
+        """`x`: ask "stop RUN? y/n" first, then `stop_run`. A run the dashboard does not see running
+        is not asked about: `stop_run` says at once why it cannot be stopped."""
+        run = self.runs.get(name)
+        if run is None or run.status not in ("running", "starting"):
+            self.stop_run(name)
+            return
+        from .confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.stop_run(name)
+
+        self.push_screen(ConfirmScreen(f"stop {name}? y/n"), answered)
 
     def stop_run(self, name: str) -> None:
         try:
@@ -182,9 +217,9 @@ def _error_text(exc: Exception) -> str:
 
 
 def make_app(runs_dir: str | Path | None = None, *, poll_interval: float = 0.5,
-             gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines) -> Dashboard:
-    """The dashboard on a runs folder (default: $OAECMLR_RUNS or ./runs)."""
-    return Dashboard(None if runs_dir is None else str(runs_dir), poll_interval, gpu_probe)
+             gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None) -> Dashboard:
+    """The dashboard on a runs folder (default: $OAECMLR_RUNS or ./runs); the probes are replaced in tests."""
+    return Dashboard(None if runs_dir is None else str(runs_dir), poll_interval, gpu_probe, process_probe)
 
 
 def run_dashboard(runs_dir: str | None) -> None:

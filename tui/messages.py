@@ -15,6 +15,8 @@ from textual.message import Message
 
 from oaecmlr.store.summary import RunSummary
 
+from .tailer import RunMeta
+
 
 def frozen_message(cls):
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
@@ -31,9 +33,11 @@ def frozen_message(cls):
 
 @frozen_message
 class RunsUpdated(Message):
-    """The state of every run after a poll that changed something."""
+    """The state of every run after a poll that changed something, and the notes and tags of
+    those that have any (RUN/meta.json)."""
 
     runs: tuple[RunSummary, ...]
+    meta: tuple[tuple[str, RunMeta], ...] = ()
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsUpdated)
@@ -58,6 +62,17 @@ class GpuStatus(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GpuStatus)
+
+
+@frozen_message
+class ProcessStatus(Message):
+    """CPU and resident memory of the watched run's processes, or why there are none (`procs.py`)."""
+
+    run: str
+    line: str
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ProcessStatus)
 
 
 @frozen_message

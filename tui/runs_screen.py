@@ -12,15 +12,19 @@ from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
 from oaecmlr.store.summary import RunSummary
 
 from .fmt import status_text
+from .tailer import NO_META, RunMeta
 
-# (key, label, width, priority): the columns of `oaecmlr runs` after the mark; the name takes the
-# width left. On a narrow screen the highest priorities go first, then names shorten in the middle.
+# (key, label, width, priority): the columns of `oaecmlr runs` after the mark, and the user's note
+# and tags; the name takes the width left. On a narrow screen the highest priorities go first (the
+# note, then the start time), then names shorten in the middle. The note column is as wide as the
+# longest shown note (at most NOTE_WIDTH, cut with …) and absent when no shown run has one.
 COLUMNS = (
     ("mark", "✓", 1, 0), ("name", "name", 0, 0), ("dataset", "dataset", 10, 4), ("status", "status", 10, 0),
     ("epoch", "epoch", 5, 1), ("map", "mAP", 5, 0), ("r1", "R1", 5, 0), ("xcam", "x-cam", 5, 2),
-    ("clusters", "clusters", 8, 3), ("start", "start", 11, 5), ("elapsed", "elapsed", 7, 2),
+    ("clusters", "clusters", 8, 3), ("start", "start", 11, 5), ("elapsed", "elapsed", 7, 2), ("note", "note", -1, 6),
 )
 MIN_NAME = 12
+NOTE_WIDTH = 30
 SORT_KEYS = {
     "name": lambda r: r.name,
     "dataset": lambda r: r.dataset or "",
@@ -37,16 +41,22 @@ SORT_CYCLE = ("start", "name", "status", "map", "r1", "elapsed", "dataset", "epo
 ROW_STYLE = {"running": "green", "starting": "green"}
 
 
-def row_cells(run: RunSummary, marked: bool, keys: tuple[str, ...], name_width: int) -> tuple[Text, ...]:
+def cut_end(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
+
+
+def row_cells(run: RunSummary, marked: bool, keys: tuple[str, ...], name_width: int,
+              meta: RunMeta = NO_META, note_width: int = NOTE_WIDTH) -> tuple[Text, ...]:
     """The cells of a run for the visible column `keys`; a running run's row is green, its status
-    cell says what it is, and its name is shortened in the middle to `name_width`."""
+    cell says what it is, its name is shortened in the middle to `name_width` and its note (tags
+    first) cut at the end to `note_width`."""
     style = ROW_STYLE.get(run.status, "")
     best, clusters = run.best, run.latest_clusters
     texts = {"mark": "✓" if marked else " ", "name": shorten(run.name, name_width), "dataset": run.dataset or "-",
              "epoch": epoch_text(run.epoch, run.epochs), "map": pct(best.mAP if best else None),
              "r1": pct(best.rank1 if best else None), "xcam": pct(clusters.cross_camera if clusters else None, 0),
              "clusters": str(clusters.clusters if clusters else "-"), "start": clock(run.started),
-             "elapsed": duration(run.elapsed)}
+             "elapsed": duration(run.elapsed), "note": cut_end(meta.text(), note_width)}
     cells = []
     for key in keys:
         if key == "status":
@@ -55,6 +65,8 @@ def row_cells(run: RunSummary, marked: bool, keys: tuple[str, ...], name_width: 
         cell = Text(texts[key], style=style)
         if key == "name":
             cell.stylize("bold")
+        elif key == "note":
+            cell.stylize("italic")
         cells.append(cell)
     return tuple(cells)
 
@@ -89,11 +101,11 @@ class RunsScreen(Screen):
         self._cells: dict[str, tuple] = {}
         self._columns_dirty = True
         self._layout: list[tuple[str, str, int]] = []
-        self._longest = -1
+        self._longest = (-1, -1)  # the longest shown name and note the layout was made for
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: part of a name, dataset or status  (/)", id="filter", compact=True)
+        yield Input(placeholder="filter: part of a name, dataset, status, note or tag  (/)", id="filter", compact=True)
         yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-info")
         yield Footer()
@@ -106,9 +118,16 @@ class RunsScreen(Screen):
     def table(self) -> DataTable:
         return self.query_one("#runs", DataTable)
 
+    def matches(self, run: RunSummary) -> bool:
+        """The filter is part of the run's name, dataset, status, note or one of its tags."""
+        needle = self.filter
+        if needle.startswith("#"):  # `#word`: the tags only, as the note column writes them
+            return self.app.meta.get(run.name, NO_META).matches(needle)
+        return (not needle or any(needle in (v or "").lower() for v in (run.name, run.dataset, run.status))
+                or self.app.meta.get(run.name, NO_META).matches(needle))
+
     def visible(self) -> list[RunSummary]:
-        runs = [r for r in self.app.runs.values()
-                if not self.filter or any(self.filter in (v or "").lower() for v in (r.name, r.dataset, r.status))]
+        runs = [r for r in self.app.runs.values() if self.matches(r)]
         runs.sort(key=lambda r: r.name)
         runs.sort(key=SORT_KEYS[self.sort_key], reverse=self.sort_reverse)
         return runs
@@ -125,13 +144,16 @@ class RunsScreen(Screen):
         runs = self.visible()
         table = self.table
         names = [run.name for run in runs]
-        if self._columns_dirty or max(map(len, names), default=0) != self._longest:
-            self._layout = self.column_layout(names)
-            self._longest = max(map(len, names), default=0)
+        metas = {run.name: self.app.meta.get(run.name, NO_META) for run in runs}
+        longest = (max(map(len, names), default=0), max((len(m.text()) for m in metas.values()), default=0))
+        if self._columns_dirty or longest != self._longest:
+            self._layout = self.column_layout(names, longest[1])
+            self._longest = longest
             self._columns_dirty = True
         keys = tuple(key for key, _, _ in self._layout)
-        name_width = dict((key, width) for key, _, width in self._layout)["name"]
-        rows = [(run.name, row_cells(run, run.name in self.app.marked, keys, name_width)) for run in runs]
+        widths = dict((key, width) for key, _, width in self._layout)
+        rows = [(run.name, row_cells(run, run.name in self.app.marked, keys, widths["name"], metas[run.name],
+                                     widths.get("note", NOTE_WIDTH))) for run in runs]
         if names == self._shown and not self._columns_dirty:
             for name, cells in rows:
                 for key, old, new in zip(keys, self._cells[name], cells):
@@ -151,13 +173,15 @@ class RunsScreen(Screen):
         self._shown, self._cells = [name for name, _ in rows], dict(rows)
         self._show_info(len(rows))
 
-    def column_layout(self, names: list[str]) -> list[tuple[str, str, int]]:
+    def column_layout(self, names: list[str], longest_note: int = 0) -> list[tuple[str, str, int]]:
         """(key, label with the sort arrow, width) of the columns that fit the screen (2 cells of
         padding per column, 2 for the scrollbar). The name column wants its longest name; low-value
-        columns are dropped until it gets that (or MIN_NAME), and it takes what is left."""
+        columns are dropped until it gets that (or MIN_NAME), and it takes what is left. The note
+        column wants the longest note (up to NOTE_WIDTH) and is left out when there is none."""
         arrow = " ▼" if self.sort_reverse else " ▲"
-        layout = [(key, label + (arrow if key == self.sort_key else ""), width, priority)
-                  for key, label, width, priority in COLUMNS]
+        note_width = min(longest_note, NOTE_WIDTH)
+        layout = [(key, label + (arrow if key == self.sort_key else ""), note_width if width < 0 else width, priority)
+                  for key, label, width, priority in COLUMNS if width >= 0 or note_width]
         layout = [(key, label, max(width, len(label)) if width else 0, priority) for key, label, width, priority in layout]
         screen = self.size.width or self.app.size.width
         wanted = max([len(n) for n in names] + [MIN_NAME])
@@ -245,7 +269,7 @@ class RunsScreen(Screen):
         self.app.open_launch()
 
     def action_stop(self) -> None:
-        self._with_selected(self.app.stop_run)
+        self._with_selected(self.app.confirm_stop)
 
     def action_resume(self) -> None:
         self._with_selected(self.app.resume_run)

@@ -8,46 +8,89 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import RunDir, live_state, runs_root
+from oaecmlr.store.runs import RunDir, live_state, read_meta, runs_root
 from oaecmlr.store.summary import RunFold, RunSummary
 
 
+@dataclass(frozen=True)
+class RunMeta:
+    """The user's note and tags of a run (`oaecmlr note RUN "text" --tag T`, in RUN/meta.json)."""
+
+    note: str = ""
+    tags: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """`#tag1 #tag2 note`, as the runs table shows it."""
+        return " ".join([f"#{tag}" for tag in self.tags] + ([self.note] if self.note else []))
+
+    def matches(self, needle: str) -> bool:
+        """Whether a lower-case filter text is part of the note or of a tag; `#word`: of a tag only."""
+        if needle.startswith("#"):
+            return any(needle[1:] in tag.lower() for tag in self.tags)
+        return needle in self.note.lower() or any(needle in tag.lower() for tag in self.tags)
+
+
+NO_META = RunMeta()
+
+
 class RunFeed:
-    """One run folder: its event tail, the fold of its events, and its status."""
+    """One run folder: its event tail, the fold of its events, its status and its note and tags."""
 
     def __init__(self, run: RunDir, warn):
         self.run = run
         self.tail = EventTail(run.events, warn=warn)
         self.fold = RunFold()
         self.snapshot: RunSummary | None = None
+        self.meta: RunMeta = NO_META
         self._status_key: tuple[int, int] | None = None
         self._status: dict = {}
+        self._meta_key: tuple[int, int] | None = None
 
-    def _read_status(self) -> dict:
+    @staticmethod
+    def _key(path: Path) -> tuple[int, int] | None:
         try:
-            stat = self.run.status_file.stat()
+            stat = path.stat()
         except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def status(self) -> dict:
+        """status.json, read again only when its mtime or size changed."""
+        key = self._key(self.run.status_file)
+        if key is None:
             return {}
-        key = (stat.st_mtime_ns, stat.st_size)
         if key != self._status_key:
             self._status_key, self._status = key, self.run.read_status()
         return self._status
 
+    def _read_meta(self) -> bool:
+        """meta.json the same way (by mtime and size); True when the note or tags changed."""
+        key = self._key(self.run.meta)
+        if key == self._meta_key:
+            return False
+        self._meta_key = key
+        meta = read_meta(self.run) if key is not None else {}
+        new = RunMeta(meta.get("note", "").strip(), tuple(meta.get("tags", ())))
+        changed, self.meta = new != self.meta, new
+        return changed
+
     def poll(self) -> bool:
-        """Read new events; True when the snapshot changed."""
+        """Read new events, status and meta; True when the snapshot or the meta changed."""
+        meta_changed = self._read_meta()
         resets = self.tail.reset_count
         events = self.tail.read_new()
         if self.tail.reset_count != resets:  # the file shrank (a resume dropped an unfinished epoch)
             self.fold = RunFold()
         self.fold.add(events)
-        status = live_state(self._read_status(), self.fold.last_event)
+        status = live_state(self.status(), self.fold.last_event)
         if events or self.snapshot is None or status != self.snapshot.status or self.tail.reset_count != resets:
             self.snapshot = self.fold.summary(self.run.name, str(self.run.path), status)
             return True
-        return False
+        return meta_changed
 
 
 class RunTracker:
@@ -91,6 +134,11 @@ class RunTracker:
 
     def snapshots(self) -> tuple[RunSummary, ...]:
         return tuple(feed.snapshot for _, feed in sorted(self.feeds.items()) if feed.snapshot is not None)
+
+    def metas(self) -> tuple[tuple[str, RunMeta], ...]:
+        """(name, note and tags) of the runs in `snapshots()` that have any."""
+        return tuple((name, feed.meta) for name, feed in sorted(self.feeds.items())
+                     if feed.snapshot is not None and feed.meta != NO_META)
 
     def take_warnings(self) -> list[tuple[str, str]]:
         warnings = self.warnings[:]
