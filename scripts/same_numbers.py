@@ -21,11 +21,16 @@ CLOCK = {"time", "seconds", "images_per_s", "timings", "pid", "host", "run", "de
          "provenance", "resumed"}
 
 
+# Events that report on training without being part of it (health warnings came later).
+NOT_TRAINING = {"warning"}
+
+
 def numbers(run_folder: str) -> list[dict]:
     events = []
     for line in Path(run_folder, "events.jsonl").read_text().splitlines():
         event = json.loads(line)
-        events.append({k: v for k, v in event.items() if k not in CLOCK})
+        if event.get("event") not in NOT_TRAINING:
+            events.append({k: v for k, v in event.items() if k not in CLOCK})
     return events
 
 

@@ -13,7 +13,7 @@ def assert_one_line_error(result, *needles: str) -> str:
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert all(line.startswith(("error:", "warning:")) for line in lines), result.stderr
+    assert all(line.startswith(("error:", "warning:", "note:")) for line in lines), result.stderr
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     message = errors[0]

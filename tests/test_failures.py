@@ -156,7 +156,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     config = tiny_config("run.eval_every=5")  # only the last epoch evaluates: one save per epoch
-    with pytest.raises(RunFailed, match="No space left"):
+    with pytest.raises(RunFailed, match="no space left on device at"):
         start_run(config, "full", str(tmp_path), preset="demo")
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     state = load_checkpoint(tmp_path / "full" / "last.pt")

@@ -29,10 +29,15 @@ def _default(value: Any) -> Any:
 
 
 def one_line_warnings() -> None:
-    """Show Python warnings (e.g. unusual dataset counts) as one `warning:` line each on stderr."""
+    """Show Python warnings as one line each on stderr: `warning:` (e.g. unusual dataset counts), or
+    `note:` for categories that say they are one (a `label` attribute, e.g. a dataset subset)."""
     import warnings
 
+    from rich.markup import escape
+
     def show(message, category, filename, lineno, file=None, line=None):
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        label = getattr(category, "label", "warning")
+        colour = "cyan" if label == "note" else "yellow"
+        err_console.print(f"[{colour}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     warnings.showwarning = show

@@ -120,8 +120,8 @@ class ConsoleReporter:
 
     def on_stopped(self, e: Stopped) -> None:
         self._close_bar()
-        self.line(f"[yellow]stopped[/] at epoch {e.epoch} iteration {e.iteration} ({e.reason}); "
-                  "resume with `oaecmlr resume`")
+        where = f"epoch {e.epoch}" + (f" iteration {e.iteration}" if e.iteration is not None else "")
+        self.line(f"[yellow]stopped[/] at {where} ({e.reason}); resume with `oaecmlr resume`")
 
     def on_failure(self, e: Failure) -> None:
         self._close_bar()

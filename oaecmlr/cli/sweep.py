@@ -18,8 +18,9 @@ from oaecmlr.config import Config, set_value
 from oaecmlr.errors import ConfigError, OaecmlrError, RunError
 from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import RunDir, check_name, pid_alive, request_stop, run_dir, summarize_run
+from oaecmlr.store.runs import RunDir, check_name, request_stop, run_dir, summarize_run
 from oaecmlr.store.schema import Eval, Start
+from oaecmlr.tempfiles import pid_alive
 
 # build_config(extra --set strings, seed, gpus) -> (Config, preset)
 BuildConfig = Callable[[list[str], int | None, str | None], tuple[Config, str | None]]

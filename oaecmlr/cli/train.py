@@ -42,10 +42,10 @@ def train(*, target: str, config_file: str | None, sets: list[str] | None, optio
         err_console.print(f"run folder: {escape(str(run.path))}", highlight=False, soft_wrap=True)
 
 
-def resume(*, run_name: str, runs_dir: str | None, epochs: int | None, detach: bool) -> None:
+def resume(*, run_name: str, runs_dir: str | None, epochs: int | None, detach: bool, gpus: str | None = None) -> None:
     from oaecmlr.cli.console import ConsoleReporter
     from oaecmlr.engine.launch import resume_run
 
-    run = resume_run(run_name, runs_dir, None if detach else ConsoleReporter(err_console), epochs, detach)
+    run = resume_run(run_name, runs_dir, None if detach else ConsoleReporter(err_console), epochs, detach, gpus)
     if detach:
         console.print(run.name, highlight=False)

@@ -8,11 +8,14 @@ skipped, as the evaluation skips them. Pillow only.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from oaecmlr.errors import CliError
 
 GREEN, RED, BLUE, WHITE, BLACK = (0, 170, 0), (220, 0, 0), (40, 90, 220), (255, 255, 255), (30, 30, 30)
 RESAMPLE = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the names on Image
@@ -74,10 +77,21 @@ def _legend(draw: ImageDraw.ImageDraw, f, y: int, caption: str) -> None:
     draw.text((x + 10, y), caption, fill=BLACK, font=f, anchor="lm")
 
 
+def check_folder(folder: str | Path) -> Path:
+    """The --visrank folder, refused (before any work) when it cannot be one."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--visrank {folder} is a file, not a folder; name a folder for the ranking images")
+    parent = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise CliError(f"--visrank {folder}: cannot write under {parent}; name a folder you can write to")
+    return folder
+
+
 def write_visrank(distmat: torch.Tensor, query, gallery, folder: str | Path, num: int = 20,
                   topk: int = 10) -> list[Path]:
     """PNG per query for the first `num` queries; returns the files written."""
-    folder = Path(folder)
+    folder = check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digits = max(3, int(math.log10(max(1, len(query)))) + 1)
     paths = []

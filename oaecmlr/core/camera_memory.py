@@ -30,6 +30,7 @@ class CameraProxyMemory(nn.Module):
         self.bank = ClusterMemory(num_features, temperature, momentum, mode)  # the proxies, as a memory
         self.register_buffer("proxy_cluster", torch.zeros(0, dtype=torch.long))  # (P,)
         self.register_buffer("table", torch.zeros(0, 0, dtype=torch.long))  # (C, cameras): proxy of (c, m), -1 none
+        self.register_buffer("cameras", torch.zeros(0, dtype=torch.long))  # the camera numbers of the table's columns
 
     @property
     def proxies(self) -> torch.Tensor:
@@ -40,7 +41,8 @@ class CameraProxyMemory(nn.Module):
         """Proxies of the clustered samples (labels >= 0): the normalised mean per (cluster, camera)."""
         labels, camids = labels.to(features.device).long(), camids.to(features.device).long()
         clustered = labels >= 0
-        cameras = int(camids.max()) + 1 if camids.numel() else 1
+        self.cameras, camids = torch.unique(camids, return_inverse=True)  # any camera numbers: 0..M-1 here
+        cameras = max(1, self.cameras.numel())
         clusters = int(labels.max()) + 1 if clustered.any() else 0
         key = labels[clustered] * cameras + camids[clustered]
         keys, proxy = torch.unique(key, return_inverse=True)
@@ -53,7 +55,7 @@ class CameraProxyMemory(nn.Module):
         self.table = table.view(clusters, cameras)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("proxy_cluster", "table"):  # their sizes change every epoch
+        for name in ("proxy_cluster", "table", "cameras"):  # their sizes change every epoch
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
@@ -64,7 +66,8 @@ class CameraProxyMemory(nn.Module):
         labels, camids = labels.to(self.table.device).long(), camids.to(self.table.device).long()
         out = torch.full_like(labels, -1)
         clustered = labels >= 0
-        out[clustered] = self.table[labels[clustered], camids[clustered]]
+        column = torch.searchsorted(self.cameras, camids[clustered])
+        out[clustered] = self.table[labels[clustered], column]
         return out
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from oaecmlr.errors import DatasetError
+from oaecmlr.tempfiles import remove_files, temp_name, writer_is_dead
 
 FORMAT_VERSION = 1
 _RESAMPLING = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the names on Image
@@ -84,6 +84,7 @@ def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.P
     else:
         images = _decode_all(sorted_paths, height, width, num_workers, progress, resample)
         if cache_file:
+            clean_stale_temp_files(cache_file.parent)
             _write_atomic(cache_file, images)
 
     if order != list(range(len(paths))):
@@ -128,9 +129,14 @@ def _read_cache(file: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return images if images.shape == shape and images.dtype == np.uint8 else None
 
 
+def clean_stale_temp_files(folder: Path) -> list[str]:
+    """Remove cache files half-written by processes of this host that no longer run."""
+    return remove_files(p for p in (folder.glob(".images-*.tmp") if folder.is_dir() else []) if writer_is_dead(p))
+
+
 def _write_atomic(file: Path, images: np.ndarray) -> None:
     """Write the whole file or nothing; a cache that cannot be written only warns."""
-    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex}.tmp")
+    tmp = temp_name(file)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:

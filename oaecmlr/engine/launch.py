@@ -17,22 +17,24 @@ from pathlib import Path
 
 import torch
 
-from oaecmlr.config import Config, to_toml
+from oaecmlr.config import Config, to_toml, validate
 from oaecmlr.engine.checkpoint import load_model_weights
 from oaecmlr.engine.devices import parse_gpus
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
 from oaecmlr.engine.process import train_process
 from oaecmlr.engine.rundata import load_splits
 from oaecmlr.engine.session import Listener
-from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunFailed
+from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
 from oaecmlr.store.runs import (
     RunDir,
     checkpoint_file,
+    clean_stale_temp_files,
     create_run,
     find_run,
     live_state,
     load_run_config,
     run_dir,
+    summarize_run,
 )
 
 
@@ -89,11 +91,11 @@ def start_run(config: Config, name: str | None = None, runs_dir: str | None = No
 
 
 def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None = None,
-               epochs: int | None = None, detach: bool = False) -> RunDir:
+               epochs: int | None = None, detach: bool = False, gpus: str | None = None) -> RunDir:
     if torchrun_env():
         config = load_run_config(find_run(name, runs_dir))
-        return run_under_torchrun(lambda: prepare_resume(name, runs_dir, epochs), config, True, listener)
-    run = prepare_resume(name, runs_dir, epochs)
+        return run_under_torchrun(lambda: prepare_resume(name, runs_dir, epochs, gpus), config, True, listener)
+    run = prepare_resume(name, runs_dir, epochs, gpus)
     if detach:
         spawn_detached(run, resume=True)
     else:
@@ -101,17 +103,36 @@ def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None
     return run
 
 
-def prepare_resume(name: str, runs_dir: str | None, epochs: int | None) -> RunDir:
+def prepare_resume(name: str, runs_dir: str | None, epochs: int | None, gpus: str | None = None) -> RunDir:
+    """Check that `name` can be resumed (not running; a finished run only to more epochs), and set
+    its new target and workers (a run resumes on any number of workers). A finished run's history
+    stays as it is: training continues after its end."""
     run = find_run(name, runs_dir)
     status = run.read_status()
     if live_state(status, None) == "running":
-        raise ConfigError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
-                          f"stop it first with `oaecmlr stop {run.name}`")
+        raise RunError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
+                       f"stop it first with `oaecmlr stop {run.name}`")
+    summary = summarize_run(run, warn=lambda message: None)
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if summary.finished and (epochs is None or epochs <= summary.epoch):
+        more = "" if epochs is None else f"; --epochs {epochs} is not more than that"
+        raise RunError(f"run {run.name} finished its {summary.epoch} epochs{more}; to train it further, resume with "
+                       f"--epochs N above {summary.epoch} (or start a new run with --init {run.name})")
+    if epochs is not None and not summary.finished and epochs < summary.epoch:
+        raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
+                          "in the past")
+    config = load_run_config(run)
     if epochs is not None:
-        config = load_run_config(run)
         config.run.epochs = epochs
+    if gpus is not None:
+        config.run.gpus = gpus
+        validate(config)  # the batch must still split over the new number of workers
+    check_inputs(config)  # the data, devices and --init as they are now, before anything is touched
+    if epochs is not None or gpus is not None:
         run.config.write_text(to_toml(config))
     run.stop_request.unlink(missing_ok=True)
+    clean_stale_temp_files(run)
     return run
 
 

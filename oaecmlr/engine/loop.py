@@ -34,12 +34,26 @@ from oaecmlr.engine.devices import fast_bf16
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import autocast, extract_features
+from oaecmlr.engine.health import Watch, gradient_norm, parameter_norm
+from oaecmlr.engine.provenance import provenance
 from oaecmlr.engine.rundata import RunData
 from oaecmlr.engine.session import RunSession, StopRequested
 from oaecmlr.errors import ConfigError, RunFailed
 from oaecmlr.models import build_model
 from oaecmlr.store.runs import RunDir
-from oaecmlr.store.schema import End, EpochEnd, EpochStart, Eval, Event, Failure, Iter, Resume, Start, Stopped
+from oaecmlr.store.schema import (
+    End,
+    EpochEnd,
+    EpochStart,
+    Eval,
+    Event,
+    Failure,
+    HealthWarning,
+    Iter,
+    Resume,
+    Start,
+    Stopped,
+)
 
 
 @dataclass
@@ -114,6 +128,7 @@ class Loop:
         self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
         self.best: dict | None = None
         self.epoch_in_progress: int | None = None
+        self.watch = Watch()
         self._epoch_start = time.perf_counter()
         self._interval_loss = torch.zeros((), device=device)
         self._interval_start = time.perf_counter()
@@ -153,7 +168,11 @@ class Loop:
                 self.emit(EpochStart(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"]))
                 self._epoch_start = time.perf_counter()
                 labels = self.epoch_labels(epoch)
+                self.stop_if_requested(labels, labels.iteration)  # after a long clustering, before training
             self.train_epoch(labels)
+            pointless = self.watch.end_of_epoch(epoch)
+            if self.dist.any(pointless is not None, self.device):
+                raise self.fail(pointless or "a worker found the loss stuck at 0")
             self.sync_batchnorm()
             self.scheduler.step()
             if epoch % cfg.run.eval_every == 0 or epoch == cfg.run.epochs:
@@ -161,6 +180,8 @@ class Loop:
             self.emit(EpochEnd(epoch=epoch, seconds=round(time.perf_counter() - self._epoch_start, 3)))
             self.save_checkpoint(epoch, None)
             labels = None
+            if epoch < cfg.run.epochs:
+                self.stop_if_requested(None, 0, next_epoch=epoch + 1)
         self.emit(End(status="finished", best=self.best))
         if self.session:
             self.session.set_status("finished")
@@ -183,6 +204,8 @@ class Loop:
         batches, host_batches, global_batches = self.epoch_batches(labels)
         self.start_epoch(labels, global_batches)
         self.model.train()
+        if self.watch.first_weights is None:  # the baseline of the weight-growth check: before any step
+            self.watch.first_weights = float(parameter_norm(self.core))
         for iteration in range(labels.iteration, batches.shape[0]):
             index = batches[iteration]
             x = self.batch_images(index, host_batches[iteration])
@@ -192,9 +215,10 @@ class Loop:
             loss = self.loss(output, y, targets.soft_of(index))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            gradients = gradient_norm(self.core) if self.logs_at(iteration, batches.shape[0]) else None
             self.optimizer.step()
             self.after_step(output, y, index, iteration)
-            self.after_iteration(labels, iteration, batches.shape[0], loss.detach(), x.shape[0])
+            self.after_iteration(labels, iteration, batches.shape[0], loss.detach(), x.shape[0], gradients)
 
     # the model on several workers ---------------------------------------------------------------------
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -229,7 +253,7 @@ class Loop:
                                  world_size=self.dist.world_size, per_rank_batch=per_rank,
                                  global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr, device=str(self.device),
                                  seed=cfg.run.seed, data=self.data.stats, restarted=restarted,
-                                 discarded_events=discarded_events))
+                                 discarded_events=discarded_events, provenance=provenance(self.device)))
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """Features of all `images`, each rank extracting a contiguous shard, gathered in order."""
@@ -289,35 +313,65 @@ class Loop:
             picked = picked.pin_memory()
         return self.augment(picked.to(self.device, non_blocking=True))
 
-    def after_iteration(self, labels: EpochLabels, iteration: int, total: int, loss: torch.Tensor, batch: int) -> None:
+    def logs_at(self, iteration: int, total: int) -> bool:
+        done = iteration + 1
+        return done % self.config.run.log_every == 0 or done == total
+
+    def after_iteration(self, labels: EpochLabels, iteration: int, total: int, loss: torch.Tensor, batch: int,
+                        gradients: torch.Tensor | None = None) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the
-        epoch) check it, emit an iteration event and honour stop requests."""
+        epoch) check it and the norms, emit an iteration event and honour stop requests."""
         self._interval_loss += loss.float()
         self._interval_images += batch * self.dist.world_size
         done = iteration + 1
-        if done % self.config.run.log_every and done != total:
+        if not self.logs_at(iteration, total):
             return
         count = (done - 1) % self.config.run.log_every + 1
         mean_loss = float(self.dist.mean(self._interval_loss)) / count  # the global batch's loss, not rank 0's half
         elapsed = time.perf_counter() - self._interval_start
+        lr = self.optimizer.param_groups[0]["lr"]
         if self.dist.any(not math.isfinite(mean_loss), self.device):
-            raise self.fail(f"loss became {mean_loss} at epoch {labels.epoch} iteration {done}; "
-                            "kept the last good checkpoint (lower optim.lr?)")
-        self.emit(Iter(epoch=labels.epoch, iteration=done, total_iterations=total, loss=round(mean_loss, 5),
-                       lr=self.optimizer.param_groups[0]["lr"],
+            kept = (f"the last checkpoint ({self.run.last.name}) is kept" if self.run.last.is_file()
+                    else "there is no checkpoint yet")
+            raise self.fail(f"loss became {mean_loss} at epoch {labels.epoch} iteration {done}; {kept}; "
+                            f"lower optim.lr (now {lr:g})")
+        self.check_health(labels.epoch, mean_loss, gradients, lr)
+        self.emit(Iter(epoch=labels.epoch, iteration=done, total_iterations=total, loss=round(mean_loss, 5), lr=lr,
                        images_per_s=round(self._interval_images / max(elapsed, 1e-9), 2)))
         self._interval_loss.zero_()
         self._interval_images = 0
         self._interval_start = time.perf_counter()
+        if done < total:
+            self.stop_if_requested(labels, done)
+
+    def stop_if_requested(self, labels: EpochLabels | None, iteration: int, next_epoch: int | None = None) -> None:
+        """At a safe point: when a stop was asked for, checkpoint where training stands (inside an
+        epoch: its labels and the next iteration) and stop."""
         reason = self.session.stop_reason() if self.session else None
-        if self.dist.any(reason is not None, self.device) and done < total:
-            labels.iteration = done
-            self.emit(Stopped(epoch=labels.epoch, iteration=done, reason=reason or "stopped by rank 0"))
+        if not self.dist.any(reason is not None, self.device):
+            return
+        epoch = labels.epoch if labels is not None else next_epoch
+        self.emit(Stopped(epoch=epoch, iteration=iteration, reason=reason or "stopped by rank 0"))
+        if labels is not None:
+            labels.iteration = iteration
             self.sync_batchnorm()
             self.save_checkpoint(labels.epoch - 1, labels)
-            if self.session:
-                self.session.set_status("stopped")
-            raise StopRequested(reason)
+        if self.session:
+            self.session.set_status("stopped")
+        raise StopRequested(reason)
+
+    def check_health(self, epoch: int, mean_loss: float, gradients: torch.Tensor | None, lr: float) -> None:
+        """Warnings for exploding norms and a zero loss; a failure when the weights have exploded."""
+        warning, fatal = self.watch.check_weights(float(parameter_norm(self.core)), lr)
+        findings = [("weights", warning)]
+        if gradients is not None:
+            findings.append(("gradients", self.watch.check_gradients(float(gradients), lr)))
+        findings.append(("loss", self.watch.check_loss(mean_loss)))
+        if self.dist.any(fatal is not None, self.device):
+            raise self.fail(fatal or "a worker found the weights exploded")
+        for what, message in findings:
+            if message:
+                self.emit(HealthWarning(what=what, message=message, epoch=epoch))
 
     def fail(self, message: str) -> RunFailed:
         self.emit(Failure(epoch=self.epoch_in_progress, error=message, rank=self.dist.rank))

@@ -5,7 +5,9 @@ log, status, checkpoints; the other ranks compute and follow rank 0's decisions 
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import traceback
 
@@ -16,12 +18,12 @@ from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import Loop
 from oaecmlr.engine.placement import place_images
 from oaecmlr.engine.rundata import RunData, load_run_data
-from oaecmlr.engine.session import Listener, RunSession, StopRequested
+from oaecmlr.engine.session import Listener, RunSession, StopNow, StopRequested
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
 from oaecmlr.errors import OaecmlrError, RunFailed
 from oaecmlr.store.runs import RunDir
-from oaecmlr.store.schema import Failure, Loading
+from oaecmlr.store.schema import Failure, Loading, Stopped
 
 
 def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device, resume: bool,
@@ -41,14 +43,23 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
         torch.set_num_threads(config.run.threads)
     elif device.type == "cpu" and dist.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+    loop = None
     try:
         # Rank 0 decodes and caches the images first; the others then read its cache.
         data = load_run_data(config.data, decoding_progress(session)) if dist.is_main else None
         dist.barrier()
         data = place_images(data or load_run_data(config.data), device, config.data.image_cache,
                             config.data.device_reserve_gb)
-        return build_loop(config, run, data, device, session, dist).run_loop(resume)
+        loop = build_loop(config, run, data, device, session, dist)
+        return loop.run_loop(resume)
     except StopRequested:
+        return None
+    except StopNow as stop:
+        if session:
+            epoch = loop.epoch_in_progress if loop is not None and loop.epoch_in_progress else 0
+            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; resume continues from "
+                                                     "the last checkpoint"))
+            session.set_status("stopped")
         return None
     except Exception as exc:
         if session:
@@ -84,14 +95,37 @@ def decoding_progress(session: RunSession | None):
 
 
 def record_failure(session: RunSession, exc: Exception) -> RunFailed:
-    """Write the failure event (unless the loop already did) and return the error for the user."""
+    """Write the failure event and status (unless the loop already did, and as far as a full disk
+    allows) and return the one-line error for the user."""
     if isinstance(exc, RunFailed):
         return exc
-    if isinstance(exc, OaecmlrError):
+    if out_of_space(exc, session.run.path):
+        message = (f"no space left on device at {session.run.path}; free some space, then `oaecmlr resume "
+                   f"{session.run.name}` continues from the last checkpoint")
+    elif isinstance(exc, OaecmlrError):
         message = str(exc)
     else:  # unexpected: keep the traceback in the log, one line for the user
         session.log.error("unexpected error\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc} (traceback in {session.run.log})"
-    session.emit(Failure(error=message))
-    session.set_status("failed", error=message)
+    for write in (lambda: session.emit(Failure(error=message)), lambda: session.set_status("failed", error=message)):
+        try:
+            write()
+        except OSError:
+            pass  # the disk is full: the error still reaches the user
     return RunFailed(message)
+
+
+LOW_SPACE = 64 * 2**20
+
+
+def out_of_space(exc: BaseException, folder) -> bool:
+    """A write that failed for lack of space: ENOSPC, or torch.save's own error on a full disk
+    ("enforce fail at inline_container.cc", "unexpected pos") while the disk is (nearly) full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "unexpected pos" in str(exc)):
+        try:
+            return shutil.disk_usage(folder).free < LOW_SPACE
+        except OSError:
+            return True
+    return False

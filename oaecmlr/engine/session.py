@@ -7,6 +7,7 @@ Only the main process (rank 0) of a run owns a RunSession. Everything it writes 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -18,13 +19,18 @@ from typing import Any
 
 from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
 from oaecmlr.store.runs import RunDir
-from oaecmlr.store.schema import Event, Start, to_record
+from oaecmlr.store.schema import End, Event, Start, parse_event, to_record
 
 Listener = Callable[[Event], None]
 
 
 class StopRequested(Exception):
     """Raised inside the loop after a graceful stop was requested (SIGTERM, Ctrl-C, `oaecmlr stop`)."""
+
+
+class StopNow(BaseException):
+    """A second SIGTERM or Ctrl-C: stop at once, wherever the run is, keeping the last checkpoint.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it."""
 
 
 
@@ -43,6 +49,14 @@ def log_line(event: Event) -> str:
     return " ".join([kind] + [f"{k}={text(v)}" for k, v in fields.items() if k not in BULKY and v is not None])
 
 
+def _only_an_end(tail: bytes) -> bool:
+    lines = [line for line in tail.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    try:
+        return len(lines) == 1 and isinstance(parse_event(json.loads(lines[0])), End)
+    except ValueError:
+        return False
+
+
 class RunSession:
     def __init__(self, run: RunDir, listener: Listener | None = None):
         self.run = run
@@ -55,6 +69,7 @@ class RunSession:
         self.log.propagate = False
         handler = logging.FileHandler(run.log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.handleError = lambda record: None  # a full disk: no logging traceback on the console
         self.log.handlers = [handler]
 
     # events -------------------------------------------------------------------------------------
@@ -79,7 +94,8 @@ class RunSession:
 
     def truncate_events(self, offset: int) -> int:
         """Drop what was written after `offset` (an unfinished epoch), keeping it in
-        events.discarded.jsonl, and return the number of discarded events."""
+        events.discarded.jsonl, and return the number of discarded events. A finished run's `end`
+        event is history, not an unfinished epoch: it stays."""
         self.events.close()
         path = self.run.events
         size = path.stat().st_size if path.exists() else 0
@@ -87,6 +103,9 @@ class RunSession:
         if size > offset:
             with open(path, "rb") as f:
                 kept, tail = f.read(offset), f.read()
+            if _only_an_end(tail):
+                self.events = EventWriter(path)
+                return 0
             with open(self.run.discarded_events, "ab") as f:
                 f.write(tail if tail.endswith(b"\n") else tail + b"\n")
             discarded = tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
@@ -102,7 +121,11 @@ class RunSession:
 
     # stopping -----------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """The first SIGTERM/SIGINT asks for a stop at the next safe point (the end of a log interval,
+        of a clustering or of an evaluation), with a checkpoint; the second stops at once."""
         def handler(signum, _frame):
+            if self._stop_signal:
+                raise StopNow(signal.Signals(signum).name)
             self._stop_signal = signal.Signals(signum).name
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -124,7 +147,10 @@ class RunSession:
 
     def close(self) -> None:
         self.restore_signal_handlers()
-        self.events.close()
+        try:
+            self.events.close()
+        except OSError:  # a full disk: what could be written was written
+            pass
         for handler in self.log.handlers:
             handler.close()
         self.log.handlers = []

@@ -21,8 +21,9 @@ from oaecmlr.core.memory import ClusterMemory
 from oaecmlr.core.oae import oae
 from oaecmlr.core.pseudo_labelling import pseudo_labels
 from oaecmlr.data.sampler import max_occurrences
+from oaecmlr.engine.health import clustering_findings
 from oaecmlr.engine.loop import EpochLabels, Loop
-from oaecmlr.store.schema import Cluster
+from oaecmlr.store.schema import Cluster, HealthWarning
 
 
 class UnsupervisedLoop(Loop):
@@ -78,6 +79,9 @@ class UnsupervisedLoop(Loop):
                        rho=cfg.oae.rho, rounds=cfg.oae.rounds, min_samples=cluster.min_samples, enabled=oae_on)
         labels = assigned.labels
         timings["oae"] = time.perf_counter() - started
+        warnings, fatal = clustering_findings(labels, cluster.eps, cluster.min_samples)
+        if fatal:
+            return f"epoch {epoch}: {fatal}", None
 
         started = time.perf_counter()
         geometry = cluster_geometry(features, labels)
@@ -95,6 +99,8 @@ class UnsupervisedLoop(Loop):
             size_histogram=cluster_size_histogram(labels), knn_backend=clustering.knn_backend,
             timings={k: round(v, 4) for k, v in timings.items()}, **camera_spread(labels, camids),
             purity=purity(labels, truth), nmi=nmi(labels, truth), oae_precision=oae_precision(before, labels, truth)))
+        for message in warnings:
+            self.emit(HealthWarning(what="clustering", message=message, epoch=epoch))
         soft, index = (None, None) if refined is None else (refined.soft_labels.cpu(), torch.as_tensor(refined.sample_index))
         return EpochLabels(epoch, torch.as_tensor(labels), soft, index), geometry
 

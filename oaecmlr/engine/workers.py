@@ -42,15 +42,28 @@ def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listene
     for worker in workers:
         worker.start()
     run.write_status("starting", supervisor=os.getpid(), workers=[w.pid for w in workers], host=socket.gethostname())
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers get Ctrl-C and stop together
+    signals: list[int] = []
+
+    def forward(signum, _frame):
+        # Ctrl-C reaches every worker from the terminal; a SIGTERM to this process goes to rank 0,
+        # which decides, and the others follow its stop. A second one stops rank 0 at once.
+        signals.append(signum)
+        if signum == signal.SIGTERM and workers[0].is_alive():
+            os.kill(workers[0].pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        dead = _watch(workers, tail, listener)
+        dead = _watch(workers, tail, listener, lambda: len(signals) >= 2)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for event in tail.read_new():
         if listener:
             listener(event)
     if dead is None:
+        return
+    if dead == "stopped at once":  # rank 0 wrote its stop; the others may wait in a collective: end them
+        _stop_all(workers)
         return
     rank, code = dead
     _stop_all(workers)
@@ -84,13 +97,16 @@ def _spawned_worker(rank: int, world: int, run_path: str, devices: list[str], re
         leave_group()
 
 
-def _watch(workers, tail: EventTail, listener: Listener | None) -> tuple[int, int] | None:
-    """Relay events until all workers exit; return (rank, exit code) of the first that failed."""
+def _watch(workers, tail: EventTail, listener: Listener | None, stop_now) -> tuple[int, int] | str | None:
+    """Relay events until all workers exit; return (rank, exit code) of the first that failed, or
+    "stopped at once" when rank 0 ended after a second stop signal."""
     while True:
         for event in tail.read_new():
             if listener:
                 listener(event)
         codes = [w.exitcode for w in workers]
+        if stop_now() and codes[0] is not None:
+            return "stopped at once"
         failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
         if failed:  # a killed worker is the cause rather than a peer that failed because of it
             return min(failed, key=lambda rc: (rc[1] > 0, rc[0]))

@@ -20,6 +20,7 @@ from oaecmlr.errors import RunError
 from oaecmlr.store.events import read_events
 from oaecmlr.store.schema import Event
 from oaecmlr.store.summary import RunFold, RunSummary
+from oaecmlr.tempfiles import pid_alive, remove_files, temp_name
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}$")
 STALE_AFTER_S = 600  # a running run on another host with no heartbeat for this long is stale
@@ -95,17 +96,44 @@ class RunDir:
             return {}
 
     def write_status(self, state: str, **fields: Any) -> None:
+        """Replace status.json whole (temp file + rename). When that fails (a full disk), no temp file
+        is left, and the old file is overwritten in place if the new text fits in it, so a failed
+        run still says failed; the OSError is raised after that."""
         status = {**self.read_status(), **fields, "state": state, "updated": time.time()}
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status))
-        os.replace(tmp, self.status_file)
+        text = json.dumps(status)
+        tmp = temp_name(self.status_file)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, self.status_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            compact = {k: status[k] for k in ("state", "updated", "pid", "host", "error") if k in status}
+            _overwrite_in_place(self.status_file, text, json.dumps(compact), json.dumps({"state": state}))
+            raise
+
+
+def _overwrite_in_place(path: Path, *texts: str) -> None:
+    """Best effort without new disk blocks: rewrite an existing file with the first of `texts` that
+    is no longer than it."""
+    try:
+        size = path.stat().st_size
+        text = next((t for t in texts if len(t.encode()) <= size), None)
+        if text is not None:
+            with open(path, "r+", encoding="utf-8") as f:
+                f.write(text)
+                f.truncate()
+    except OSError:
+        pass
 
 
 def run_dir(name: str, runs_dir: str | Path | None = None) -> RunDir:
     """The folder of run `name` under the runs root; a path to a run folder works too."""
     candidate = Path(name)
-    if candidate.is_dir() and (candidate / "events.jsonl").exists():
-        return RunDir(candidate)
+    try:
+        if candidate.is_dir() and (candidate / "events.jsonl").exists():
+            return RunDir(candidate)
+    except OSError:  # e.g. a name too long for the file system: check_name below says what is wrong
+        pass
     root = runs_root(runs_dir)
     check_name(name)
     path = (root / name).resolve()
@@ -138,16 +166,6 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunDir]:
                   key=lambda r: r.name)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_state(status: dict[str, Any], last_event: str | None) -> str:
     """running / finished / failed / stopped, or stale when a running run's process is gone."""
     state = status.get("state") or {"end": "finished", "failure": "failed", "stopped": "stopped"}.get(last_event or "", "running")
@@ -164,6 +182,14 @@ def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None) -> 
     """The summary of a run folder: its events folded, its status from status.json and liveness."""
     fold = RunFold().add(read_events(run.events, warn) if events is None else events)
     return fold.summary(run.name, str(run.path), live_state(run.read_status(), fold.last_event))
+
+
+def clean_stale_temp_files(run: RunDir) -> list[str]:
+    """Remove what writers killed mid-write left in a run folder (half-written checkpoints, status,
+    events or metadata, all `*.tmp`); called only when no process of the run can be alive (start,
+    resume). Returns the names removed."""
+    paths = sorted(run.path.iterdir()) if run.path.is_dir() else []
+    return remove_files(p for p in paths if p.name.endswith(".tmp") and p.is_file())
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -215,6 +241,6 @@ def read_meta(run: RunDir) -> dict[str, Any]:
 
 
 def write_meta(run: RunDir, meta: dict[str, Any]) -> None:
-    tmp = run.meta.with_name(f".{run.meta.name}.{os.getpid()}.tmp")
+    tmp = temp_name(run.meta)
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     os.replace(tmp, run.meta)

@@ -155,7 +155,7 @@ class Stopped(Event):
 
     EVENT: ClassVar[str] = "stopped"
     epoch: int
-    iteration: int
+    iteration: int | None = None  # the next iteration to run; None after a stop at once (a second signal)
     reason: str = ""
 
 
