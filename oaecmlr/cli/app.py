@@ -103,20 +103,25 @@ def resume(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
     runs_dir: RunsDir = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Train to this many epochs in total.")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Workers to continue on (default: the run's own); "
+                                             "the global batch and its BatchNorm groups stay the same.")] = None,
     detach: Detach = False,
 ) -> None:
     """Continue a stopped, failed or killed run from its last checkpoint.
 
     A run that never finished its first epoch has no checkpoint: it starts over from epoch 0
-    in the same folder (its earlier events move to events.discarded.jsonl).
+    in the same folder (its earlier events move to events.discarded.jsonl). A finished run
+    resumes only to more epochs (--epochs); its history so far is kept as it is.
 
-    Example:
+    Examples:
 
         oaecmlr resume market-20261126-101500
+
+        oaecmlr resume market-20261126-101500 --gpus 0 --epochs 60
     """
     from oaecmlr.cli.train import resume as resume_command
 
-    resume_command(run_name=run_name, runs_dir=runs_dir, epochs=epochs, detach=detach)
+    resume_command(run_name=run_name, runs_dir=runs_dir, epochs=epochs, detach=detach, gpus=gpus)
 
 
 @app.command()
@@ -239,17 +244,34 @@ class Checkpoint(str, Enum):
 
 @app.command("eval")
 def eval_cmd(
-    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name or folder.")],
+    target: Annotated[str, typer.Argument(metavar="RUN|FILE", help="A run name or folder, or a checkpoint file "
+                                          "(.pt, .pth, .pth.tar): an existing file is a checkpoint file, anything "
+                                          "else a run.")],
     runs_dir: RunsDir = None,
-    checkpoint: Annotated[Checkpoint, typer.Option("--checkpoint", help="best.pt or last.pt.")] = Checkpoint.best,
+    checkpoint: Annotated[Checkpoint | None, typer.Option("--checkpoint", help="A run's best.pt or last.pt (default: best).")] = None,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking of the distances.")] = False,
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
     visrank: Annotated[str | None, typer.Option("--visrank", help="Write ranked-gallery PNGs (top 10 per query) to this folder.")] = None,
     num: Annotated[int, typer.Option("--num", min=1, help="Queries drawn by --visrank.")] = 20,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or a CUDA index like 0.")] = "auto",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="FILE only: the data to score on, e.g. market1501 "
+                                                "(default: the dataset an oaecmlr checkpoint names; required for a "
+                                                "Cluster Contrast one).")] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="FILE only: the dataset folder (default: "
+                                                  "$OAECMLR_DATA or ./data/NAME).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="FILE only: resnet50, resnet50_ibn_a, resnet18 or "
+                                             "mobilenet_v2 (default: the checkpoint's own, else resnet50).")] = None,
+    height: Annotated[int | None, typer.Option("--height", min=1, help="FILE only: image height (default 256).")] = None,
+    width: Annotated[int | None, typer.Option("--width", min=1, help="FILE only: image width (default 128).")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", help="FILE only: gem or avg (default: what the "
+                                                "checkpoint was trained with, else gem).")] = None,
 ) -> None:
-    """Score a run's checkpoint again on its query and gallery (mAP, R1/5/10, mINP), optionally
-    re-ranked; the run's events are not changed.
+    """Score a run's checkpoint, or a checkpoint file, on a query and gallery (mAP, R1/5/10, mINP),
+    optionally re-ranked; no run's events are changed.
+
+    RUN|FILE: an existing file is a checkpoint file (oaecmlr, or a Cluster Contrast model_best.pth.tar),
+    scored on the data that --dataset/--data-root name, built as --arch/--height/--width/--pooling say;
+    anything else is a run, scored on its own data as its config.toml says.
 
     Examples:
 
@@ -258,10 +280,56 @@ def eval_cmd(
         oaecmlr eval demo-20261126-101500 --checkpoint last --rerank --format json
 
         oaecmlr eval demo-20261126-101500 --visrank ranks/ --num 10
-    """
-    from oaecmlr.cli.evaluate import eval_command
 
-    eval_command(run_name, runs_dir, checkpoint.value, rerank, format.value, visrank, num, device)
+        oaecmlr eval logs/market_resnet50/model_best.pth.tar --dataset market1501 --data-root data/market1501
+    """
+    from oaecmlr.cli.evaluate import FileOptions, eval_command
+
+    options = FileOptions(dataset, data_root, arch, height, width, pooling)
+    eval_command(target, runs_dir, checkpoint.value if checkpoint else None, rerank, format.value, visrank, num,
+                 device, options)
+
+
+@app.command("export")
+def export_cmd(
+    target: Annotated[str, typer.Argument(metavar="RUN|FILE", help="A run name or folder, or a checkpoint file "
+                                          "(.pt, .pth, .pth.tar): an existing file is a checkpoint file, anything "
+                                          "else a run.")],
+    runs_dir: RunsDir = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Folder to write (default: RUN/features-best or "
+                                            "-last; features-NAME next to a FILE).")] = None,
+    checkpoint: Annotated[Checkpoint | None, typer.Option("--checkpoint", help="A run's best.pt or last.pt (default: best).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or a CUDA index like 0.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty (the feature files are replaced).")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="FILE only: the data, as for eval.")] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="FILE only: the dataset folder.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="FILE only: as for eval (default: the checkpoint's own, else resnet50).")] = None,
+    height: Annotated[int | None, typer.Option("--height", min=1, help="FILE only: image height (default 256).")] = None,
+    width: Annotated[int | None, typer.Option("--width", min=1, help="FILE only: image width (default 128).")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", help="FILE only: gem or avg (default: the checkpoint's).")] = None,
+) -> None:
+    """Write query and gallery features, ids and cameras as numpy files, as torchreid users expect.
+
+    The files: query_features.npy / gallery_features.npy (float32, N x D, L2-normalised,
+    exactly what eval scores), query_pids.npy, query_camids.npy, gallery_pids.npy, gallery_camids.npy
+    (int64), query_paths.txt / gallery_paths.txt (one path a line; empty for the synthetic set) and
+    meta.json. RUN|FILE is read as for `oaecmlr eval`.
+
+    Examples:
+
+        oaecmlr export demo-20261126-101500
+
+        oaecmlr export demo-20261126-101500 --checkpoint last --out features/ --force
+
+        oaecmlr export logs/model_best.pth.tar --dataset market1501 --data-root data/market1501
+
+        python -c "import numpy as np; q = np.load('features/query_features.npy'); print(q.shape)"
+    """
+    from oaecmlr.cli.evaluate import FileOptions
+    from oaecmlr.cli.export import export_command
+
+    options = FileOptions(dataset, data_root, arch, height, width, pooling)
+    export_command(target, runs_dir, out, checkpoint.value if checkpoint else None, device, force, options)
 
 
 @app.command()
@@ -305,6 +373,10 @@ def data_check(
     dataset: Annotated[str, typer.Argument(help="market1501, dukemtmcreid, msmt17, cuhk03, manifest or synthetic.")],
     data_root: DataRoot = None,
     decode: Annotated[bool, typer.Option("--decode", help="Decode every image (no cache) to find broken files.")] = False,
+    cuhk03: Annotated[str, typer.Option("--cuhk03", help="cuhk03 only: the CUHK03-NP variant, labeled or detected "
+                                        "(as data.cuhk03).")] = "labeled",
+    allow_outside: Annotated[bool, typer.Option("--allow-outside", help="Accept image paths (symlinks, manifest "
+                                                "entries) outside the data root (as data.allow_outside).")] = False,
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
 ) -> None:
     """Parse a dataset and compare its images, ids and cameras per split with the standard release.
@@ -314,10 +386,13 @@ def data_check(
         oaecmlr data check cuhk03 --data-root ../shared/data/cuhk03-market
 
         oaecmlr data check market --decode --format json
+
+        oaecmlr data check cuhk03 --data-root data/cuhk03 --cuhk03 detected
     """
     from oaecmlr.cli.datacheck import data_check_command
 
-    raise typer.Exit(0 if data_check_command(dataset, data_root, decode, format.value) else 1)
+    ok = data_check_command(dataset, data_root, decode, format.value, cuhk03=cuhk03, allow_outside=allow_outside)
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()
