@@ -21,7 +21,10 @@ def test_paper_presets_hold_the_reference_values(preset):
     assert config.train.bn_running == "first"  # DataParallel keeps replica 0's running statistics
     assert config.data.sampler == "reference"  # RandomMultipleGallerySampler
     assert config.data.resize == "bicubic"  # T.Resize((h, w), interpolation=3)
-    assert config.train.amp_extract is False  # no autocast anywhere in the reference
+    assert config.train.amp is False and config.train.amp_extract is False  # no autocast anywhere in the reference
+    # Adam(lr 3.5e-4, weight_decay 5e-4), StepLR(step_size 20, gamma 0.1), 50 epochs, GeM, last stride 1
+    assert (config.optim.lr, config.optim.weight_decay, config.optim.step_size, config.optim.gamma) == (3.5e-4, 5e-4, 20, 0.1)
+    assert (config.run.epochs, config.model.pooling, config.model.last_stride) == (50, "gem", 1)
     assert config.cluster.eps == 0.6  # --eps 0.6 for market1501, dukemtmcreid and msmt17 alike
     assert (config.cluster.k1, config.cluster.k2, config.cluster.min_samples) == (30, 6, 4)
     assert config.run.iterations == (400 if "msmt" in preset else 200)

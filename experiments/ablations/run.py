@@ -1,7 +1,8 @@
 """Run the OAE / CMLR ablation on a dataset preset and print the table.
 
-    python experiments/ablations/run.py --data-root ../shared/data/cuhk03-market \\
-        --pretrained ../shared/weights/mobilenet_v2_imagenet.pth --seeds 0,1,2
+    python experiments/ablations/run.py --data-root data/cuhk03 --pretrained mobilenet_v2-b0353104.pth --seeds 0,1,2
+    python experiments/ablations/run.py --variants camera ...        # the camera-aware ablation
+    python experiments/ablations/run.py --group 'bn 64=a-s0,a-s1' --group 'bn 0=b-s0' --runs-dir runs  # any runs
 
 Each variant is `oaecmlr run PRESET --config experiments/ablations/VARIANT.toml --seed S` (the
 supervised one is `oaecmlr pretrain`). Finished runs are reused, so an interrupted ablation
@@ -21,6 +22,7 @@ from oaecmlr.store.runs import run_dir, summarize_run
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("baseline", "oae", "cmlr", "both", "supervised")
+CAMERA_VARIANTS = ("baseline", "cajaccard", "camnorm", "proxies", "camera", "camera-full", "supervised")
 
 
 def train(variant: str, seed: int, args) -> str:
@@ -100,15 +102,27 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--pretrained")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated variants (TOML files here), or `camera` for the camera-aware ablation")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--prefix", default="ablation")
     parser.add_argument("--set", action="append", help="extra overrides for every run, e.g. data.holdout_ids=100")
     parser.add_argument("--table-only", action="store_true", help="summarise finished runs, train nothing")
+    parser.add_argument("--group", action="append", metavar="LABEL=RUN,RUN",
+                        help="table these finished runs as one row (repeatable); trains nothing")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
-    for variant in args.variants.split(","):
+    if args.group:
+        for group in args.group:
+            label, _, names = group.partition("=")
+            kept = [n for n in names.split(",") if n and finished(n, args.runs_dir, say=True)]
+            if kept:
+                rows.append(row(label, kept, args.runs_dir))
+        print(table(rows))
+        return
+    variants = CAMERA_VARIANTS if args.variants == "camera" else args.variants.split(",")
+    for variant in variants:
         if args.table_only:
             names = [n for n in (f"{args.prefix}-{variant}-s{s}" for s in seeds) if finished(n, args.runs_dir, say=True)]
         else:

@@ -23,6 +23,12 @@ from oaecmlr.errors import ConfigError
 
 PRESET_ALIASES = {"market1501": "market", "dukemtmcreid": "duke", "msmt": "msmt17"}
 
+# `oaecmlr run market+cam`: the camera-aware pipeline on any preset or dataset, applied right after
+# the preset (so --config, options and --set still win). The same as
+#   --set cluster.camera_jaccard=true --set cluster.camera_norm=mean --set memory.camera_proxies=true
+CAMERA_SUFFIX = "+cam"
+CAMERA_AWARE = {"cluster.camera_jaccard": True, "cluster.camera_norm": "mean", "memory.camera_proxies": True}
+
 
 def presets_dir() -> Path:
     return Path(os.environ.get("OAECMLR_PRESETS") or Path(__file__).resolve().parents[2] / "experiments")
@@ -54,6 +60,8 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
                    sets: list[str] | tuple[str, ...] = (), supervised: bool = False) -> Resolved:
     """The Config for `oaecmlr run TARGET ...`: TARGET is a preset or a dataset name."""
     name = target.strip()
+    camera_aware = name.endswith(CAMERA_SUFFIX)
+    name = name.removesuffix(CAMERA_SUFFIX)
     preset = name if preset_path(name) else None
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if preset is None:
@@ -68,6 +76,8 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
     layers = []
     if preset:
         layers.append((read_toml(preset_path(preset)), f"the {preset} preset"))
+    if camera_aware:
+        layers.append((nested(CAMERA_AWARE), CAMERA_SUFFIX))
     if config_file:
         layers.append((read_toml(config_file), config_file))
     chosen: dict[str, tuple[Any, str]] = {}
@@ -94,7 +104,17 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
         if previous and previous[1] == "the command line" and previous[0] != config.get(dotted):
             notes.append(f"--set {dotted}={value} replaces the option's {previous[0]!r}")
     validate(config)
-    return Resolved(config, preset, notes + setting_notes(config))
+    label = (preset or config.data.dataset) + CAMERA_SUFFIX if camera_aware else preset
+    return Resolved(config, label, notes + setting_notes(config))
+
+
+def nested(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"a.b": 1} as the TOML tables {"a": {"b": 1}}."""
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in dotted.items():
+        section, name = key.split(".", 1)
+        tables.setdefault(section, {})[name] = value
+    return tables
 
 
 def unknown_target(name: str) -> str:

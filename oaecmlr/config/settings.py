@@ -139,7 +139,7 @@ class SupervisedSection:
 
 @dataclass
 class TrainSection:
-    amp: bool = True  # bf16 autocast of the training step on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
+    amp: bool = False  # opt in: bf16 autocast of the training step where fast (CUDA, AVX512-BF16, AMX); the reference is float32
     amp_extract: bool = False  # bf16 also for clustering and test features (the reference extracts in float32)
     channels_last: bool = True
     bn_group: int = 64  # images per BatchNorm statistics group (the reference: 4 DataParallel GPUs); 0 = global batch
