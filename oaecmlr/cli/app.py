@@ -52,8 +52,9 @@ Detach = Annotated[bool, typer.Option("--detach", "-d", help="Train in the backg
 
 @app.command()
 def run(
-    dataset: Annotated[str, typer.Argument(help="Preset or dataset: demo, cuhk03, market, duke, msmt17, "
-                                                 "duke2market, market2duke, market2msmt, duke2msmt, manifest, synthetic.")],
+    dataset: Annotated[str, typer.Argument(metavar="PRESET|DATASET", help="Preset or dataset: demo, cuhk03, market, "
+                                           "duke, msmt17, duke2market, market2duke, market2msmt, duke2msmt, manifest, "
+                                           "synthetic; PRESET+cam adds the camera-aware pipeline.")],
     config: Config = None, set: Sets = None, data_root: DataRoot = None, runs_dir: RunsDir = None, name: Name = None,
     arch: Arch = None, pretrained: Pretrained = None, init: Init = None, epochs: Epochs = None, seed: Seed = None,
     gpus: Gpus = None, detach: Detach = False,
@@ -77,7 +78,7 @@ def run(
 
 @app.command()
 def pretrain(
-    source: Annotated[str, typer.Argument(help="Labelled source dataset or preset, e.g. duke, market, cuhk03, demo.")],
+    source: Annotated[str, typer.Argument(metavar="PRESET|DATASET", help="Labelled source dataset or preset, e.g. duke, market, cuhk03, demo.")],
     config: Config = None, set: Sets = None, data_root: DataRoot = None, runs_dir: RunsDir = None, name: Name = None,
     arch: Arch = None, pretrained: Pretrained = None, epochs: Epochs = None, seed: Seed = None, gpus: Gpus = None,
     detach: Detach = False,
@@ -334,7 +335,7 @@ def export_cmd(
 
 @app.command()
 def sweep(
-    dataset: Annotated[str, typer.Argument(help="Preset or dataset, as for `oaecmlr run`.")],
+    dataset: Annotated[str, typer.Argument(metavar="PRESET|DATASET", help="Preset or dataset, as for `oaecmlr run`.")],
     grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="A key and its values, e.g. --grid oae.rho=0,1 (repeatable).")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, e.g. 1,2,3 (default: the config's seed).")] = None,
     gpus: Annotated[str | None, typer.Option("--gpus", help="Device slots, e.g. 0,1: one run per slot at a time (default: one run at a time).")] = None,
@@ -370,7 +371,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
-    dataset: Annotated[str, typer.Argument(help="market1501, dukemtmcreid, msmt17, cuhk03, manifest or synthetic.")],
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="market1501, dukemtmcreid, msmt17, cuhk03, manifest or synthetic.")],
     data_root: DataRoot = None,
     decode: Annotated[bool, typer.Option("--decode", help="Decode every image (no cache) to find broken files.")] = False,
     cuhk03: Annotated[str, typer.Option("--cuhk03", help="cuhk03 only: the CUHK03-NP variant, labeled or detected "
