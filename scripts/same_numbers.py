@@ -19,6 +19,8 @@ from pathlib import Path
 # Fields that measure the clock or the machine, not the training.
 CLOCK = {"time", "seconds", "images_per_s", "timings", "pid", "host", "run", "device", "data", "started",
          "provenance", "resumed"}
+# The version of the events file format (the redesign made it 2): not a number training computes.
+FORMAT = {"schema"}
 
 
 # Events that report on training without being part of it (health warnings came later).
@@ -30,7 +32,7 @@ def numbers(run_folder: str) -> list[dict]:
     for line in Path(run_folder, "events.jsonl").read_text().splitlines():
         event = json.loads(line)
         if event.get("event") not in NOT_TRAINING:
-            events.append({k: v for k, v in event.items() if k not in CLOCK})
+            events.append({k: v for k, v in event.items() if k not in CLOCK | FORMAT})
     return events
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
         Path(path).write_text(json.dumps(current, indent=1))
         print(f"recorded {len(current)} events of {run_folder} in {path}")
         return 0
-    before = json.loads(Path(path).read_text())
+    before = [{k: v for k, v in event.items() if k not in CLOCK | FORMAT} for event in json.loads(Path(path).read_text())]
     differences = []
     if len(before) != len(current):
         differences.append(f"{len(before)} events before, {len(current)} now")

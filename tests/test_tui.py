@@ -126,6 +126,19 @@ def test_table_lists_runs_with_status_and_best_map(runs):
     drive(app, scenario)
 
 
+def test_a_run_with_malformed_events_does_not_hide_the_others(runs):
+    bad = ['{"event":"eval","epoch":"x","mAP":"bad"}', '{"event":"cluster","epoch":2,"clusters":"many"}', "[]"]
+    with open(runs / "alpha-finished" / "events.jsonl", "a") as f:
+        f.write("\n".join(bad) + "\n")
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        assert table(app).row_count == 3
+        assert cell(app, "alpha-finished", "map") == "30.0"  # its good events still count
+
+    drive(app, scenario)
+
+
 def test_filter_narrows_rows_and_sorting_changes_order(runs):
     app = app_for(runs)
 
