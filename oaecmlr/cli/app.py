@@ -243,13 +243,16 @@ class Checkpoint(str, Enum):
     last = "last"
 
 
+RunOrFile = Annotated[str, typer.Argument(metavar="RUN|FILE", help="A run name or folder, or a checkpoint file (.pt, "
+                                          ".pth, .pth.tar): an existing file is a checkpoint file, anything else a run.")]
+WhichCheckpoint = Annotated[Checkpoint | None, typer.Option("--checkpoint", help="A run's best.pt or last.pt (default: best).")]
+
+
 @app.command("eval")
 def eval_cmd(
-    target: Annotated[str, typer.Argument(metavar="RUN|FILE", help="A run name or folder, or a checkpoint file "
-                                          "(.pt, .pth, .pth.tar): an existing file is a checkpoint file, anything "
-                                          "else a run.")],
+    target: RunOrFile,
     runs_dir: RunsDir = None,
-    checkpoint: Annotated[Checkpoint | None, typer.Option("--checkpoint", help="A run's best.pt or last.pt (default: best).")] = None,
+    checkpoint: WhichCheckpoint = None,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking of the distances.")] = False,
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")] = TableOrJson.table,
     visrank: Annotated[str | None, typer.Option("--visrank", help="Write ranked-gallery PNGs (top 10 per query) to this folder.")] = None,
@@ -293,13 +296,11 @@ def eval_cmd(
 
 @app.command("export")
 def export_cmd(
-    target: Annotated[str, typer.Argument(metavar="RUN|FILE", help="A run name or folder, or a checkpoint file "
-                                          "(.pt, .pth, .pth.tar): an existing file is a checkpoint file, anything "
-                                          "else a run.")],
+    target: RunOrFile,
     runs_dir: RunsDir = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Folder to write (default: RUN/features-best or "
                                             "-last; features-NAME next to a FILE).")] = None,
-    checkpoint: Annotated[Checkpoint | None, typer.Option("--checkpoint", help="A run's best.pt or last.pt (default: best).")] = None,
+    checkpoint: WhichCheckpoint = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or a CUDA index like 0.")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty (the feature files are replaced).")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", help="FILE only: the data, as for eval.")] = None,
