@@ -68,6 +68,7 @@ def drive(app, scenario, size=(100, 30)):
         async with app.run_test(size=size) as pilot:
             await wait_for(pilot, lambda: app.runs, "the first poll")
             await scenario(pilot)
+            await pilot.pause()  # let screens mounted last finish (a Header sets its title after a refresh)
     asyncio.run(main())
 
 
@@ -425,6 +426,7 @@ def test_launch_form_starts_a_detached_run_and_opens_it(runs, monkeypatch):
 
     async def scenario(pilot):
         await pilot.press("n")
+        await pilot.pause()  # let the form finish mounting (its Header sets its title after a refresh)
         screen = app.screen
         assert isinstance(screen, LaunchScreen)
         screen.query_one("#name").value = "fresh"
@@ -436,6 +438,7 @@ def test_launch_form_starts_a_detached_run_and_opens_it(runs, monkeypatch):
         assert (name, preset, detach) == ("fresh", "demo", True)
         assert config.run.epochs == 3 and config.oae.rho == 0.0 and config.data.dataset == "synthetic"
         await wait_for(pilot, lambda: "fresh" in app.runs)
+        await pilot.pause()
 
     drive(app, scenario)
 
