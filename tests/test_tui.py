@@ -89,6 +89,14 @@ def cell(app, run, column) -> str:
     return table(app).get_cell(run, column).plain
 
 
+def cell_or_none(app, run, column) -> str | None:
+    """The cell, or None while the table is being rebuilt (rows or columns not there yet)."""
+    try:
+        return cell(app, run, column)
+    except Exception:
+        return None
+
+
 def row_names(app) -> list[str]:
     t = table(app)
     return [t.get_cell_at((row, 1)).plain for row in range(t.row_count)]
@@ -715,7 +723,7 @@ def test_notes_and_tags_in_the_table_the_filter_and_the_run_screen(runs):
     app = app_for(runs)
 
     async def scenario(pilot):
-        await wait_for(pilot, lambda: app.meta, "the notes")
+        await wait_for(pilot, lambda: cell_or_none(app, "alpha-finished", "note") == "#baseline #paper", "the notes")
         assert "note" in table(app).columns and "start" in table(app).columns  # wide: everything fits
         assert cell(app, "beta-running", "note") == "#ablation lower lr, cams norm…"  # NOTE_WIDTH 30
         assert cell(app, "alpha-finished", "note") == "#baseline #paper"
@@ -730,7 +738,7 @@ def test_notes_and_tags_in_the_table_the_filter_and_the_run_screen(runs):
 
         # a note written while the dashboard runs shows up
         write_meta(RunDir(runs / "gamma-failed"), {"note": "nan at lr 1e-3", "tags": []})
-        await wait_for(pilot, lambda: cell(app, "gamma-failed", "note") == "nan at lr 1e-3", "the new note")
+        await wait_for(pilot, lambda: cell_or_none(app, "gamma-failed", "note") == "nan at lr 1e-3", "the new note")
 
         table(app).move_cursor(row=table(app).get_row_index("beta-running"))
         await pilot.press("enter")
