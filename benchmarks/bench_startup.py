@@ -1,6 +1,8 @@
 """How long the watching commands take to first output, beside `python -c "import torch"` measured
 in the same run: `oaecmlr --help`, `runs`, `show`, `compare` and the dashboard's first screen
 (`oaecmlr tui` in a pseudo-terminal, until its runs table is drawn). None of them imports torch.
+The dashboard is also set beside the floor Textual itself sets: a bare Textual app drawing a
+20-row DataTable, measured the same way.
 
     python benchmarks/bench_startup.py [--repeats 5]
 
@@ -45,12 +47,34 @@ def first_output_seconds(command: list[str], env: dict) -> float:
     return elapsed
 
 
-def dashboard_seconds(runs: str, env: dict, marker: bytes = b"finished") -> float:
-    """Seconds until `oaecmlr tui` has drawn a run's status in its table, in a 100x30 pseudo-terminal."""
+BARE_TEXTUAL_APP = """
+from textual.app import App
+from textual.widgets import DataTable, Footer, Header
+
+class Bare(App):
+    BINDINGS = [("q", "quit", "Quit")]
+
+    def compose(self):
+        yield Header()
+        yield DataTable()
+        yield Footer()
+
+    def on_mount(self):
+        table = self.query_one(DataTable)
+        table.add_columns("run", "status")
+        for i in range(20):
+            table.add_row(f"run-{i:02d}", "finished")
+
+Bare().run()
+"""
+
+
+def dashboard_seconds(command: list[str], env: dict, marker: bytes = b"finished") -> float:
+    """Seconds until a dashboard has drawn a run's status in its table, in a 100x30 pseudo-terminal."""
     master, slave = pty.openpty()
     os.set_blocking(master, False)
     start = time.perf_counter()
-    process = subprocess.Popen([*oaecmlr(), "tui", "--runs-dir", runs], stdin=slave, stdout=slave, stderr=slave,
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave,
                                env={**env, "COLUMNS": "100", "LINES": "30", "TERM": "xterm-256color"},
                                start_new_session=True)
     os.close(slave)
@@ -93,7 +117,8 @@ def main() -> None:
             "oaecmlr runs": lambda: first_output_seconds([*oaecmlr(), "runs"], env),
             "oaecmlr show RUN": lambda: first_output_seconds([*oaecmlr(), "show", "run-00"], env),
             "oaecmlr compare A B": lambda: first_output_seconds([*oaecmlr(), "compare", "run-00", "run-01"], env),
-            "oaecmlr tui (first screen)": lambda: dashboard_seconds(runs, env),
+            "oaecmlr tui (first screen)": lambda: dashboard_seconds([*oaecmlr(), "tui", "--runs-dir", runs], env),
+            "bare Textual app (floor)": lambda: dashboard_seconds([sys.executable, "-c", BARE_TEXTUAL_APP], env),
         }
         times = {name: [] for name in cases}
         for _ in range(args.repeats):

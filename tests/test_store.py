@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+import types
+import typing
 
 import pytest
 
@@ -12,6 +15,7 @@ from oaecmlr.errors import RunError
 from oaecmlr.store.events import SCHEMA_VERSION, EventTail, EventWriter, read_events
 from oaecmlr.store.runs import create_run, live_state, request_stop, run_dir
 from oaecmlr.store.schema import (
+    KINDS,
     EpochEnd,
     Eval,
     EventError,
@@ -22,6 +26,7 @@ from oaecmlr.store.schema import (
     UnknownEvent,
     parse_event,
     to_record,
+    type_check,
 )
 from oaecmlr.store.summary import RunFold
 
@@ -84,6 +89,28 @@ def test_known_fields_are_typed_and_unknown_fields_ignored():
     with pytest.raises(EventError, match="epoch must be an integer"):
         parse_event({"event": "eval", "epoch": 1.5, "mAP": 0, "rank1": 0, "rank5": 0, "rank10": 0, "mINP": 0})
     assert to_record(parse_event(to_record(event))) == to_record(event)  # round trip
+
+
+def fits(value, hint) -> bool:
+    """The oracle, read off the hint each time: a union takes any member, NoneType only null, float any
+    number that is not a bool, int any integer that is not a bool, a generic an instance of its origin."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (float, int):
+        allowed = (int, float) if hint is float else (int,)
+        return isinstance(value, allowed) and type(value) is not bool
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def test_the_compiled_type_checks_agree_with_the_oracle_on_every_field_of_every_kind():
+    values = [None, True, False, 0, 3, -2, 0.5, float("nan"), "", "text", [], [1, "a"], {}, {"a": 1}]
+    hints = {typing.get_type_hints(cls)[f.name] for cls in KINDS.values() for f in dataclasses.fields(cls)}
+    assert {float, int, str, bool} <= hints and len(hints) > 6
+    for hint in hints:
+        check = type_check(hint)
+        assert [check(v) for v in values] == [fits(v, hint) for v in values], hint
 
 
 def test_tail_restarts_when_the_file_is_replaced_even_if_it_regrew(tmp_path):

@@ -453,7 +453,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # usage errors: click's, which typer >= 0.29 vendors (no `click` package)
+    except Exception as exc:  # usage errors: click's, which typer >= 0.26 vendors (no `click` package)
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)

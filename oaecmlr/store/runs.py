@@ -13,14 +13,16 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oaecmlr.config import Config, config_from_dict, read_toml
 from oaecmlr.errors import RunError
 from oaecmlr.store.events import read_events
 from oaecmlr.store.schema import Event
 from oaecmlr.store.summary import RunFold, RunSummary
 from oaecmlr.tempfiles import pid_alive, remove_files, temp_name
+
+if TYPE_CHECKING:
+    from oaecmlr.config import Config
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}$")
 STALE_AFTER_S = 600  # a running run on another host with no heartbeat for this long is stale
@@ -224,6 +226,8 @@ def request_stop(run: RunDir) -> str:
 
 def load_run_config(run: RunDir) -> Config:
     """The Config a run folder was started with (as its code understood it; see config_from_dict)."""
+    from oaecmlr.config import config_from_dict, read_toml  # lazily: watching runs needs no config module
+
     return config_from_dict(read_toml(run.config))
 
 
