@@ -1,6 +1,7 @@
 """How long the watching commands take to first output, beside `python -c "import torch"` measured
-in the same run: `oaecmlr --help`, `runs`, `show`, `compare` and the dashboard's first screen
-(`oaecmlr tui` in a pseudo-terminal, until its runs table is drawn). None of them imports torch.
+in the same run: `oaecmlr --help`, `runs`, `show`, `compare` and the dashboard
+(`oaecmlr tui` in a pseudo-terminal: until its first frame, the header, is drawn, and until its runs
+table shows the runs). None of them imports torch.
 The dashboard is also set beside the floor Textual itself sets: a bare Textual app drawing a
 20-row DataTable, measured the same way.
 
@@ -117,7 +118,9 @@ def main() -> None:
             "oaecmlr runs": lambda: first_output_seconds([*oaecmlr(), "runs"], env),
             "oaecmlr show RUN": lambda: first_output_seconds([*oaecmlr(), "show", "run-00"], env),
             "oaecmlr compare A B": lambda: first_output_seconds([*oaecmlr(), "compare", "run-00", "run-01"], env),
-            "oaecmlr tui (first screen)": lambda: dashboard_seconds([*oaecmlr(), "tui", "--runs-dir", runs], env),
+            "oaecmlr tui (first frame)": lambda: dashboard_seconds([*oaecmlr(), "tui", "--runs-dir", runs], env,
+                                                                   marker=b"oaecmlr"),
+            "oaecmlr tui (runs table)": lambda: dashboard_seconds([*oaecmlr(), "tui", "--runs-dir", runs], env),
             "bare Textual app (floor)": lambda: dashboard_seconds([sys.executable, "-c", BARE_TEXTUAL_APP], env),
         }
         times = {name: [] for name in cases}
