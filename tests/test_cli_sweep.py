@@ -3,14 +3,19 @@ refusing unfinished ones, and going on after a failed run."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
+
 import pytest
 from runfixtures import dead_pid, make_run
 from typer.testing import CliRunner
 
 import oaecmlr.engine.launch
 from oaecmlr.cli.app import app
-from oaecmlr.cli.sweep import parse_grid, parse_seeds, run_name
-from oaecmlr.config import to_toml
+from oaecmlr.cli.sweep import Job, execute, parse_grid, parse_seeds, run_name
+from oaecmlr.config import Config, to_toml
 from oaecmlr.errors import ConfigError, DatasetError, RunError
 from oaecmlr.store.runs import RunDir, check_name
 
@@ -95,3 +100,32 @@ def test_finished_runs_are_skipped_and_unfinished_ones_refused(tmp_path, fake_st
     make_run(tmp_path, "demo-oae.rho=3-s0", state="stopped", upto_epoch=1)
     result = sweep(tmp_path, "--grid", "oae.rho=0,3")
     assert isinstance(result.exception, RunError) and "demo-oae.rho=3-s0 (stopped)" in str(result.exception)
+
+
+def test_a_sigterm_to_the_sweep_stops_its_runs_as_ctrl_c_does(tmp_path, monkeypatch):
+    """A scheduler's kill must not leave the sweep's runs training unattended."""
+    sleepers = []
+
+    def start_run(config, name, runs_dir, preset=None, listener=None, detach=False):
+        sleepers.append(subprocess.Popen(["sleep", "60"]))
+        path = make_run(runs_dir, name, state="running", pid=sleepers[-1].pid, upto_epoch=1)
+        return RunDir(path)
+
+    monkeypatch.setattr(oaecmlr.engine.launch, "start_run", start_run)
+    jobs = [Job(i, f"demo-s{i}", Config(), None) for i in (1, 2)]
+
+    def unhandled(signum, frame):  # what a sweep without its own handler would meet (default: die)
+        raise RuntimeError("the SIGTERM passed the sweep by")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(jobs, ["cpu", "cpu"], str(tmp_path), poll_s=0.05)
+        assert [s.wait(timeout=10) for s in sleepers] == [-signal.SIGTERM, -signal.SIGTERM]
+        assert all(RunDir(tmp_path / j.name).stop_request.exists() for j in jobs)
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        for s in sleepers:
+            s.kill()

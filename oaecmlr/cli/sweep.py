@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,6 +163,7 @@ def execute(jobs: list[Job], slots: list[str | None], runs_dir: str | None, poll
         if job.outcome == "skipped":
             _report(job, total, "already finished, skipped")
     active: dict[int, Job] = {}  # slot index -> job
+    previous = _sigterm_as_interrupt()
     try:
         with err_console.status("sweep running") as status:
             while pending or active:
@@ -187,6 +190,21 @@ def execute(jobs: list[Job], slots: list[str | None], runs_dir: str | None, poll
             except RunError:
                 pass  # it ended meanwhile
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """A SIGTERM to the sweep (a scheduler's kill, `kill PID`) stops its runs as Ctrl-C does, instead of
+    leaving them training unattended. Returns the handler to restore (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def sweep_command(dataset: str, grid_items: list[str], seeds_text: str | None, gpus: str | None,
