@@ -1,7 +1,7 @@
 """Run the OAE / CMLR ablation on a dataset preset and print the table.
 
     python experiments/ablations/run.py --data-root data/cuhk03 --pretrained mobilenet_v2-b0353104.pth --seeds 0,1,2
-    python experiments/ablations/run.py --variants camera ...        # the camera-aware ablation
+    python experiments/ablations/run.py --variants camera-ablation ...   # the camera-aware ablation
     python experiments/ablations/run.py --group 'bn 64=a-s0,a-s1' --group 'bn 0=b-s0' --runs-dir runs  # any runs
 
 Each variant is `oaecmlr run PRESET --config experiments/ablations/VARIANT.toml --seed S` (the
@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--pretrained")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated variants (TOML files here), or `camera` for the camera-aware ablation")
+                        help="comma-separated variants (TOML files here), or `camera-ablation` for the whole "
+                             "camera-aware ablation")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--prefix", default="ablation")
     parser.add_argument("--set", action="append", help="extra overrides for every run, e.g. data.holdout_ids=100")
@@ -121,7 +122,7 @@ def main() -> None:
                 rows.append(row(label, kept, args.runs_dir))
         print(table(rows))
         return
-    variants = CAMERA_VARIANTS if args.variants == "camera" else args.variants.split(",")
+    variants = CAMERA_VARIANTS if args.variants == "camera-ablation" else args.variants.split(",")
     for variant in variants:
         if args.table_only:
             names = [n for n in (f"{args.prefix}-{variant}-s{s}" for s in seeds) if finished(n, args.runs_dir, say=True)]
