@@ -133,7 +133,8 @@ def test_failures_exit_non_zero(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.e2e
 def test_a_sweep_whose_runs_all_fail_exits_non_zero(tmp_path, monkeypatch, capsys):
-    code, _, err = main(monkeypatch, capsys, "sweep", "demo", "--grid", "cluster.eps=0.99", "--seeds", "1",
+    code, _, err = main(monkeypatch, capsys, "sweep", "demo", "--grid", "cluster.eps=0.99", "--set", "cluster.camera_norm=none",
+                        "--seeds", "1",
                         "--runs-dir", tmp_path, *tiny_sets())
     assert code == 1 and "1 failed" in err
 
@@ -195,7 +196,7 @@ def test_exploding_weights_fail_the_run_with_what_to_change(tmp_path):
 @pytest.mark.e2e
 def test_a_single_cluster_fails_the_run_with_what_to_change(tmp_path):
     with pytest.raises(RunFailed, match=r"one cluster.*lower cluster.eps \(now 0.99\)"):
-        start_run(tiny_config("cluster.eps=0.99"), "one", str(tmp_path), preset="demo")
+        start_run(tiny_config("cluster.eps=0.99", "cluster.camera_norm=none"), "one", str(tmp_path), preset="demo")
 
 
 def test_health_findings_in_isolation():
