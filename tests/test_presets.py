@@ -19,7 +19,7 @@ def test_paper_presets_keep_the_camera_aware_pieces_off(preset):
 
 
 # the pieces a preset already has on, from its held-out numbers (README, Camera-aware training)
-ALREADY_ON = {"demo": ["cluster.camera_norm"], "cuhk03": ["cluster.camera_norm"]}
+ALREADY_ON = {"demo": ["cluster.camera_norm", "memory.camera_proxies"], "cuhk03": ["cluster.camera_norm"]}
 
 
 @pytest.mark.parametrize("preset", ["market", "duke", "msmt17", "cuhk03", "demo"])
