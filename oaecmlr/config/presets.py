@@ -23,11 +23,22 @@ from oaecmlr.errors import ConfigError
 
 PRESET_ALIASES = {"market1501": "market", "dukemtmcreid": "duke", "msmt": "msmt17"}
 
-# `oaecmlr run market+cam`: the camera-aware pipeline on any preset or dataset, applied right after
-# the preset (so --config, options and --set still win). The same as
+# Suffixes, applied right after the preset in the order of SUFFIXES (so --config, options and --set
+# still win); they touch disjoint keys and compose: `market+cam+cpu`.
+# `+cam`: the camera-aware pipeline on any preset or dataset. The same as
 #   --set cluster.camera_jaccard=true --set cluster.camera_norm=mean --set memory.camera_proxies=true
 CAMERA_SUFFIX = "+cam"
 CAMERA_AWARE = {"cluster.camera_jaccard": True, "cluster.camera_norm": "mean", "memory.camera_proxies": True}
+# `+cpu`: the 2-CPU-core budget on any preset. It keeps the preset's dataset and method (OAE, CMLR,
+# memory, clustering rule) and swaps in MobileNetV2 (ImageNet weights from --pretrained) at 128 x 64,
+# PK 16 x 4, and the epochs, iterations and eps chosen on held-out Market identities (docs/results.md).
+CPU_SUFFIX = "+cpu"
+CPU_BUDGET = {
+    "run.gpus": "cpu", "run.epochs": 10, "run.iterations": 50, "run.eval_every": 2, "run.log_every": 5,
+    "model.arch": "mobilenet_v2", "model.pooling": "avg",
+    "data.height": 128, "data.width": 64, "data.num_ids": 16, "data.num_instances": 4, "data.eval_batch": 128,
+}
+SUFFIXES = {CAMERA_SUFFIX: CAMERA_AWARE, CPU_SUFFIX: CPU_BUDGET}
 
 
 def presets_dir() -> Path:
@@ -59,9 +70,7 @@ class Resolved:
 def resolve_config(target: str, *, config_file: str | None = None, options: dict[str, Any] | None = None,
                    sets: list[str] | tuple[str, ...] = (), supervised: bool = False) -> Resolved:
     """The Config for `oaecmlr run TARGET ...`: TARGET is a preset or a dataset name."""
-    name = target.strip()
-    camera_aware = name.endswith(CAMERA_SUFFIX)
-    name = name.removesuffix(CAMERA_SUFFIX)
+    name, suffixes = split_suffixes(target)
     preset = name if preset_path(name) else None
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if preset is None:
@@ -76,8 +85,8 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
     layers = []
     if preset:
         layers.append((read_toml(preset_path(preset)), f"the {preset} preset"))
-    if camera_aware:
-        layers.append((nested(CAMERA_AWARE), CAMERA_SUFFIX))
+    for suffix in suffixes:
+        layers.append((nested(SUFFIXES[suffix]), suffix))
     if config_file:
         layers.append((read_toml(config_file), config_file))
     chosen: dict[str, tuple[Any, str]] = {}
@@ -104,8 +113,21 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
         if previous and previous[1] == "the command line" and previous[0] != config.get(dotted):
             notes.append(f"--set {dotted}={value} replaces the option's {previous[0]!r}")
     validate(config)
-    label = (preset or config.data.dataset) + CAMERA_SUFFIX if camera_aware else preset
+    label = (preset or config.data.dataset) + "".join(suffixes) if suffixes else preset
     return Resolved(config, label, notes + setting_notes(config))
+
+
+def split_suffixes(target: str) -> tuple[str, list[str]]:
+    """"market+cpu+cam" -> ("market", ["+cam", "+cpu"]): the name and its suffixes in SUFFIXES order."""
+    name, *rest = target.strip().split("+")
+    typed = [f"+{s.strip()}" for s in rest]
+    for suffix in typed:
+        if suffix not in SUFFIXES:
+            raise ConfigError(f"unknown suffix {suffix!r} in {target!r}; suffixes: {', '.join(SUFFIXES)} "
+                              f"(for example market+cam+cpu)")
+    if len(set(typed)) != len(typed):
+        raise ConfigError(f"{target!r} names a suffix twice; write each once, for example market+cam+cpu")
+    return name.strip(), [s for s in SUFFIXES if s in typed]
 
 
 def nested(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
