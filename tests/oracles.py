@@ -110,15 +110,24 @@ def cluster_centroids(features: np.ndarray, labels: np.ndarray):
     return centroids, radii, sizes
 
 
-def oae_round(features, jaccard, ranked, labels, k, rho, min_samples):
+def oae_round(features, jaccard, ranked, labels, k, rho, min_samples, rule="nearest", support=2, support_k=10,
+              camids=None, shift=0.0):
     """One OAE round by brute force (docs/method.md section 3), against the clusters as they stand.
 
     `jaccard` is a dense N x N distance (1 = no shared support), `ranked` the (N, >= k+1) ranked
     lists, self first. Jaccard values equal to 1e-9 count as tied (cosine decides), and values
-    within 1e-6 of 1 count as 1. Returns {outlier: cluster} and, per outlier that passed A,
-    |d(f_o, mu_c) - rho r_c| (how far it is from the B boundary)."""
+    within 1e-6 of 1 count as 1. With `shift` > 0, pairs with d < 1 from two cameras count as
+    max(d - shift, 0) when j* is chosen and A is checked. The support rule then also needs `support`
+    votes for c = y(j*) among o's `support_k` nearest others by (d, index), more than any other
+    cluster gets, and c the nearest centroid. Returns {outlier: cluster} and, per outlier that passed
+    A, |d(f_o, mu_c) - rho r_c| (how far it is from the B boundary)."""
     f = np.asarray(features, dtype=np.float64)
     jac = np.round(np.where(jaccard > 1 - 1e-6, 1.0, jaccard), 9)
+    chosen = jac.copy()
+    if shift > 0:
+        cams = np.asarray(camids)
+        across = (cams[:, None] != cams[None, :]) & (jac < 1)
+        chosen[across] = np.maximum(jac[across] - shift, 0)
     centroids, radii, sizes = cluster_centroids(f, labels)
     clustered = np.flatnonzero(labels >= 0)
     accepted, gaps = {}, {}
@@ -126,27 +135,41 @@ def oae_round(features, jaccard, ranked, labels, k, rho, min_samples):
         return accepted, gaps
     for o in np.flatnonzero(labels == -1):
         cosine = 1 - f[clustered] @ f[o]
-        j = clustered[np.lexsort((clustered, cosine, jac[o, clustered]))[0]]
-        if not jac[o, j] < 1:
+        j = clustered[np.lexsort((clustered, cosine, chosen[o, clustered]))[0]]
+        if not chosen[o, j] < 1:
             continue
         if j not in ranked[o, : k + 1] or o not in ranked[j, : k + 1]:
             continue  # A: mutual k-nearest neighbours
         c = labels[j]
         distance = 1 - f[o] @ centroids[c]
         gaps[o] = abs(distance - rho * radii[c])
-        if sizes[c] >= min_samples and distance <= rho * radii[c]:  # B
-            accepted[o] = c
+        if not (sizes[c] >= min_samples and distance <= rho * radii[c]):  # B
+            continue
+        if rule == "support":
+            others = [x for x in range(len(labels)) if x != o and jac[o, x] < 1]
+            nearest = sorted(others, key=lambda x: (jaccard[o, x], x))[:support_k]
+            votes = {}
+            for x in nearest:
+                if labels[x] >= 0:
+                    votes[labels[x]] = votes.get(labels[x], 0) + 1
+            best_other = max((v for cluster, v in votes.items() if cluster != c), default=0)
+            if not (votes.get(c, 0) >= support and votes.get(c, 0) > best_other):
+                continue  # S
+            present = np.flatnonzero(sizes > 0)
+            if present[np.argmax(centroids[present] @ f[o])] != c:
+                continue  # N
+        accepted[o] = c
     return accepted, gaps
 
 
-def oae_rounds(features, jaccard, ranked, labels, k, rho, rounds, min_samples):
+def oae_rounds(features, jaccard, ranked, labels, k, rho, rounds, min_samples, **rule):
     """Repeated `oae_round`, assigning all accepted outliers at once after each round."""
     labels = np.array(labels, dtype=np.int64)
     per_round, all_gaps = [], {}
     for _ in range(rounds):
         if not (labels == -1).any():
             break
-        accepted, gaps = oae_round(features, jaccard, ranked, labels, k, rho, min_samples)
+        accepted, gaps = oae_round(features, jaccard, ranked, labels, k, rho, min_samples, **rule)
         all_gaps.update(gaps)
         for o, c in accepted.items():
             labels[o] = c
@@ -192,3 +215,55 @@ def loop_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
         cmc = np.minimum(raw.cumsum(), 1)[:max_rank]
         curves.append(np.concatenate([cmc, np.ones(max_rank - cmc.size, dtype=np.int64)]))
     return np.mean(curves, axis=0)
+
+
+def propagated_soft_labels(features, labels, jaccard, lam, radius, candidates, min_spread):
+    """Neighbour-propagated labels (docs/method.md section 4) in float64, one sample at a time;
+    `jaccard` dense, 1 where no pair is stored."""
+    f = np.asarray(features, dtype=np.float64)
+    centroids, _, _ = cluster_centroids(f, labels)
+    num = centroids.shape[0]
+    mean, spread = np.zeros(num), np.zeros(num)
+    for c in range(num):
+        similarity = f[labels == c] @ centroids[c]
+        mean[c], spread[c] = similarity.mean(), max(similarity.std(), min_spread)
+    index = np.flatnonzero(labels >= 0)
+    p = {}
+    for i in index:
+        z = (centroids @ f[i] - mean) / spread
+        keep = np.argsort(-z, kind="stable")[:candidates]
+        e = np.zeros(num)
+        e[keep] = np.exp(z[keep] - z[keep].max())
+        p[i] = e / e.sum()
+    out = np.zeros((index.size, num))
+    for r, i in enumerate(index):
+        near = [i] + [j for j in index if j != i and jaccard[i, j] <= radius]
+        out[r] = lam * np.mean([p[j] for j in near], axis=0)
+        out[r, labels[i]] += 1 - lam
+    return out, index
+
+
+def matched_soft_labels(labels, previous_labels, previous_soft, lam):
+    """RLCC's carried labels (docs/method.md section 4) by loops: IoU of every previous and current
+    cluster, rows normalised, the sample's previous row carried across and renormalised."""
+    labels, previous_labels = np.asarray(labels), np.asarray(previous_labels)
+    index = np.flatnonzero(labels >= 0)
+    num, num_previous = int(labels.max()) + 1, int(previous_labels.max()) + 1
+    iou = np.zeros((num_previous, num))
+    for a in range(num_previous):
+        for b in range(num):
+            inter = np.sum((previous_labels == a) & (labels == b))
+            union = np.sum((previous_labels == a) | (labels == b))
+            iou[a, b] = inter / union if union else 0.0
+    transfer = iou / np.where(iou.sum(axis=1, keepdims=True) > 0, iou.sum(axis=1, keepdims=True), 1)
+    previous_index = list(np.flatnonzero(previous_labels >= 0))
+    out = np.zeros((index.size, num))
+    for r, i in enumerate(index):
+        onehot = np.eye(num)[labels[i]]
+        carried = onehot
+        if previous_labels[i] >= 0:
+            moved = np.asarray(previous_soft[previous_index.index(i)], dtype=np.float64) @ transfer
+            if moved.sum() > 0:
+                carried = moved / moved.sum()
+        out[r] = (1 - lam) * onehot + lam * carried
+    return out, index

@@ -174,3 +174,89 @@ def test_errors():
             cmlr(f, labels, lam=lam)
     with pytest.raises(ValueError, match="tau_r"):
         cmlr(f, labels, tau_r=0.0)
+
+
+# --- the propagated and matched readings (docs/method.md section 4) ---------------------------------------
+
+
+def blobs(seed, n=90, dim=8, clusters=6):
+    from helpers import clustered_features
+
+    f, _ = clustered_features(n, dim, num_clusters=clusters, spread=0.5, noise=0.05, seed=seed)
+    features = torch.from_numpy(f)
+    from oaecmlr import jaccard_distance, pseudo_labels
+
+    labels = pseudo_labels(features, eps=0.5, min_samples=4, k1=15, k2=4).labels
+    return features, labels, jaccard_distance(features, k1=15, k2=4)
+
+
+@pytest.mark.parametrize("seed", [0, 4, 5])
+@pytest.mark.parametrize("lam, radius, candidates", [(0.5, 0.2, 5), (1.0, 0.4, 3), (0.3, 0.6, 2)])
+def test_propagated_equals_oracle(seed, lam, radius, candidates):
+    from helpers import dense, require
+
+    from oaecmlr.core.cmlr import propagated
+
+    features, labels, jaccard = blobs(seed)
+    require(labels.max() >= 2 and (labels == -1).any(), "the fixture needs clusters and outliers")
+    result = propagated(features, labels, jaccard, lam=lam, radius=radius, candidates=candidates, min_spread=0.02)
+    expected, index = oracles.propagated_soft_labels(features.numpy(), labels, dense(jaccard), lam, radius,
+                                                     candidates, 0.02)
+    np.testing.assert_array_equal(result.sample_index, index)
+    torch.testing.assert_close(result.soft_labels.sum(dim=1), torch.ones(index.size), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result.soft_labels.numpy(), expected, atol=2e-5)
+    # not vacuous: neighbours were averaged and several clusters carry mass
+    assert (result.soft_labels > 1e-3).sum(dim=1).float().mean() > 1.5
+
+
+def test_propagated_averages_neighbours_only_within_the_radius():
+    """Two tight clusters far apart: a zero radius keeps each sample's own p; any neighbour beyond
+    the radius is ignored, one within it is averaged in."""
+    from oaecmlr.core.cmlr import propagated
+
+    features, labels, jaccard = blobs(3)
+    alone = propagated(features, labels, jaccard, lam=1.0, radius=1e-9)
+    wide = propagated(features, labels, jaccard, lam=1.0, radius=0.9)
+    assert not torch.allclose(alone.soft_labels, wide.soft_labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("lam", [0.5, 1.0])
+def test_matched_equals_oracle(seed, lam):
+    from oaecmlr.core.cmlr import matched
+
+    rng = np.random.default_rng(seed)
+    n = 80
+    previous = rng.integers(-1, 7, n)
+    current = np.where(rng.random(n) < 0.7, previous, rng.integers(-1, 9, n))  # overlap, splits and merges
+    for labels in (previous, current):
+        labels[:9] = np.arange(9) % 7  # every cluster present
+    previous_soft = rng.dirichlet(np.ones(7), size=int((previous >= 0).sum())).astype(np.float32)
+    result = matched(current, previous, torch.from_numpy(previous_soft), lam=lam)
+    expected, index = oracles.matched_soft_labels(current, previous, previous_soft, lam)
+    np.testing.assert_array_equal(result.sample_index, index)
+    np.testing.assert_allclose(result.soft_labels.numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(result.soft_labels.sum(dim=1), torch.ones(index.size), atol=1e-5, rtol=0)
+
+
+def test_matched_first_epoch_and_identical_clusterings():
+    """No previous epoch: one-hot. The same clustering twice with one-hot previous labels: one-hot
+    again (each cluster matches only itself)."""
+    from oaecmlr.core.cmlr import matched
+
+    labels = np.array([0, 0, 1, 1, -1, 2, 2])
+    onehot = F.one_hot(torch.as_tensor(labels[labels >= 0]), 3).float()
+    assert torch.equal(matched(labels, None, None, lam=0.5).soft_labels, onehot)
+    assert torch.allclose(matched(labels, labels, onehot, lam=0.5).soft_labels, onehot)
+
+
+@pytest.mark.parametrize("reading", ["propagated", "matched"])
+def test_new_readings_off_give_one_hot(reading):
+    from oaecmlr.core.cmlr import matched, propagated
+
+    features, labels, jaccard = blobs(0)
+    onehot = F.one_hot(torch.as_tensor(labels[labels >= 0]), int(labels.max()) + 1).float()
+    for kwargs in ({"lam": 0.0}, {"lam": 0.5, "enabled": False}):
+        result = (propagated(features, labels, jaccard, **kwargs) if reading == "propagated"
+                  else matched(labels, labels, onehot, **kwargs))
+        assert torch.equal(result.soft_labels, onehot)

@@ -100,3 +100,92 @@ def test_cross_camera_fraction():
     camids = np.array([0, 1, 0, 0, 1, 0, 1])
     assert cross_camera_fraction(labels, camids) == pytest.approx(1 / 3)
     assert cross_camera_fraction(np.full(3, -1), np.zeros(3)) == 0.0
+
+
+# --- OAE and CMLR diagnostics (docs/method.md sections 3 and 4, Logged) ------------------------------------
+
+
+def brute_majority(labels, truth, cluster):
+    ids, counts = np.unique(truth[labels == cluster], return_counts=True)
+    return ids[np.argmax(counts)]  # the smallest identity on ties
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_oae_diagnostics_by_brute_force(seed):
+    from oaecmlr.core.diagnostics import oae_diagnostics
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    before = rng.integers(-1, 5, n)
+    before[:5] = np.arange(5)
+    truth, camids = rng.integers(0, 6, n) + 10, rng.integers(0, 3, n)
+    after, anchors = before.copy(), np.full(n, -1)
+    for o in np.flatnonzero(before < 0):
+        if rng.random() < 0.6:
+            j = rng.choice(np.flatnonzero(before >= 0))
+            after[o], anchors[o] = before[j], j
+    got = oae_diagnostics(before, after, anchors, truth, camids)
+    outliers = [o for o in range(n) if before[o] < 0]
+    assigned = [o for o in outliers if after[o] >= 0]
+    majorities = {brute_majority(before, truth, c) for c in range(5)}
+    expected = {
+        "oae_pairwise_precision": np.mean([truth[o] == truth[anchors[o]] for o in assigned]) if assigned else None,
+        "oae_precision": np.mean([truth[o] == brute_majority(before, truth, after[o]) for o in assigned]) if assigned else None,
+        "oae_ceiling": np.mean([truth[o] in majorities for o in outliers]) if outliers else None,
+        "oae_same_camera": np.mean([camids[o] == camids[anchors[o]] for o in assigned]) if assigned else None,
+        "oae_assigned_share": len(assigned) / len(outliers) if outliers else None,
+    }
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == (None if value is None else pytest.approx(value)), key
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_auroc_matches_sklearn(seed):
+    from sklearn.metrics import roc_auc_score
+
+    from oaecmlr.core.diagnostics import auroc
+
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 6, 40) / 5  # many ties
+    positives = rng.random(40) < 0.3
+    if positives.all() or not positives.any():
+        assert auroc(scores, positives) is None
+    else:
+        assert auroc(scores, positives) == pytest.approx(roc_auc_score(positives, scores))
+
+
+def test_cmlr_diagnostics_by_brute_force():
+    from oaecmlr.core.diagnostics import cmlr_diagnostics
+
+    rng = np.random.default_rng(3)
+    n, clusters = 50, 4
+    labels = rng.integers(-1, clusters, n)
+    labels[:clusters] = np.arange(clusters)
+    truth = rng.integers(0, 5, n)
+    index = np.flatnonzero(labels >= 0)
+    soft = rng.dirichlet(np.ones(clusters), size=index.size)
+    prediction = rng.dirichlet(np.ones(clusters), size=index.size)
+    got = cmlr_diagnostics(soft, index, labels, truth, prediction)
+    majority = [brute_majority(labels, truth, c) for c in range(clusters)]
+    clean_mass, wrong_mass, kl, own, wrong = [], [], [], [], []
+    for r, i in enumerate(index):
+        mass = sum(soft[r, c] for c in range(clusters) if majority[c] == truth[i])
+        is_wrong = majority[labels[i]] != truth[i]
+        (wrong_mass if is_wrong else clean_mass).append(mass)
+        kl.append(sum(q * np.log(q / p) for q, p in zip(soft[r], prediction[r])))
+        own.append(soft[r, labels[i]])
+        wrong.append(is_wrong)
+    from sklearn.metrics import roc_auc_score
+
+    assert got["cmlr_mass_clean"] == pytest.approx(np.mean(clean_mass))
+    assert got["cmlr_mass_mislabelled"] == pytest.approx(np.mean(wrong_mass))
+    assert got["cmlr_kl"] == pytest.approx(np.mean(kl))
+    assert got["cmlr_auroc"] == pytest.approx(roc_auc_score(wrong, 1 - np.asarray(own)))
+    assert got["cmlr_mislabelled"] == pytest.approx(np.mean(wrong))
+    # one-hot targets: mass 1 for clean samples, 0 for mislabelled ones, and an uninformative AUROC
+    onehot = np.eye(clusters)[labels[index]]
+    plain = cmlr_diagnostics(onehot, index, labels, truth, prediction)
+    assert (plain["cmlr_mass_clean"], plain["cmlr_mass_mislabelled"], plain["cmlr_auroc"]) == (1.0, 0.0, 0.5)

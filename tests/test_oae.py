@@ -39,9 +39,9 @@ def run(case, labels=None, **kwargs):
     return oae(case["features"], labels, case["jaccard"], case["neighbours"], **kwargs)
 
 
-def oracle(case, labels=None, k=5, rho=1.0, rounds=1, min_samples=4):
+def oracle(case, labels=None, k=5, rho=1.0, rounds=1, min_samples=4, **rule):
     labels = case["labels"] if labels is None else labels
-    return oracles.oae_rounds(case["f"], case["dense"], case["ranked"], labels, k, rho, rounds, min_samples)
+    return oracles.oae_rounds(case["f"], case["dense"], case["ranked"], labels, k, rho, rounds, min_samples, **rule)
 
 
 def assert_no_near_ties(case, labels=None):
@@ -227,3 +227,89 @@ def test_errors(cases):
         oae(f, labels, case["jaccard"], case["neighbours"], k=0)
     with pytest.raises(ValueError, match="rounds"):
         oae(f, labels, case["jaccard"], case["neighbours"], rounds=-1)
+
+
+# --- the support rule and the camera shift (docs/method.md section 3) ---------------------------------
+
+
+def cameras(case, count=3, seed=7):
+    return np.random.default_rng(seed).integers(0, count, case["f"].shape[0])
+
+
+@pytest.mark.parametrize("support, support_k", [(1, 10), (2, 10), (3, 10), (2, 5)])
+@pytest.mark.parametrize("rho, rounds", [(1.0, 1), (3.0, 1), (3.0, 3)])
+def test_support_rule_equals_oracle(cases, support, support_k, rho, rounds):
+    for case in cases:
+        expected, per_round, gaps = oracle(case, rho=rho, rounds=rounds, rule="support", support=support,
+                                           support_k=support_k)
+        assert min(gaps.values(), default=1) > 1e-5
+        result = run(case, rho=rho, rounds=rounds, rule="support", support=support, support_k=support_k)
+        np.testing.assert_array_equal(result.labels, expected)
+        assert result.assigned_per_round == per_round
+
+
+def test_support_rule_is_stricter_and_not_vacuous(cases):
+    """It assigns a subset of what the nearest rule assigns in one round, yet something."""
+    kept = refused = 0
+    for case in cases:
+        nearest = run(case, rho=3.0).labels
+        support = run(case, rho=3.0, rule="support").labels
+        joined = support != case["labels"]
+        assert (support[joined] == nearest[joined]).all()
+        kept += joined.sum()
+        refused += ((nearest != case["labels"]) & ~joined).sum()
+    assert kept >= 5 and refused >= 5
+
+
+@pytest.mark.parametrize("shift", [0.05, 0.2, 0.5])
+@pytest.mark.parametrize("rule", ["nearest", "support"])
+def test_camera_shift_equals_oracle(cases, shift, rule):
+    for case in cases:
+        camids = cameras(case)
+        expected, per_round, gaps = oracle(case, rho=3.0, rounds=2, rule=rule, camids=camids, shift=shift)
+        assert min(gaps.values(), default=1) > 1e-5
+        result = run(case, rho=3.0, rounds=2, rule=rule, camids=camids, camera_shift=shift)
+        np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_camera_shift_changes_choices_and_zero_is_today(cases):
+    case = cases[0]
+    camids = cameras(case)
+    today = run(case, rho=3.0)
+    np.testing.assert_array_equal(run(case, rho=3.0, camids=camids, camera_shift=0.0).labels, today.labels)
+    shifted = run(case, rho=3.0, camids=camids, camera_shift=0.3)
+    assigned = shifted.anchors >= 0
+    assert not np.array_equal(shifted.labels, today.labels)
+    # it favours other-camera anchors
+    same_today = (camids[today.anchors[today.anchors >= 0]] == camids[today.anchors >= 0]).mean()
+    same_shifted = (camids[shifted.anchors[assigned]] == camids[assigned]).mean()
+    assert same_shifted < same_today
+
+
+def test_anchors_are_the_assigned_outliers_nearest_clustered_instances(cases):
+    for case in cases:
+        result = run(case, rho=3.0, rounds=2)
+        assigned = (case["labels"] == -1) & (result.labels >= 0)
+        np.testing.assert_array_equal(result.anchors >= 0, assigned)
+        np.testing.assert_array_equal(result.labels[result.anchors[assigned]], result.labels[assigned])
+
+
+def test_camera_shift_schedule_is_castors_sigmoid():
+    from oaecmlr.core.oae import camera_shift_at
+
+    values = [camera_shift_at(e, 50, start=0.1) for e in range(1, 51)]
+    assert values[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(values, values[1:]))  # falls every epoch
+    assert values[-1] < 0.1 * 2e-4  # towards 0 by the last epoch
+    p = 24 / 50  # epoch 25: 0.1 * (1 - tanh(5 p)) written as CASTOR does
+    assert values[24] == pytest.approx(0.1 * (2 - 2 / (1 + np.exp(-10 * p))))
+
+
+def test_rule_errors(cases):
+    case = cases[0]
+    with pytest.raises(ValueError, match="rule"):
+        run(case, rule="vote")
+    with pytest.raises(ValueError, match="support"):
+        run(case, rule="support", support=11, support_k=10)
+    with pytest.raises(ValueError, match="camera"):
+        run(case, camera_shift=0.1)  # no cameras

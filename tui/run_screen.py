@@ -53,8 +53,8 @@ def outliers_line(run: RunSummary) -> str:
 def diagnostics_line(run: RunSummary) -> str:
     """The last epoch's clustering: against ground truth where the dataset has it (purity, NMI, OAE
     precision), and across cameras (x-cam: share of clusters spanning cameras; cams: cameras per
-    cluster; x-cam imgs: share of clustered images whose cluster holds another camera). Shown on a
-    line of its own under the charts; about 85 characters with everything there."""
+    cluster; x-cam imgs: share of clustered images whose cluster holds another camera). A second
+    line says whether OAE and CMLR work (`method_line`). About 85 characters a line."""
     if not run.clusters:
         return ""
     last = run.clusters[-1]
@@ -67,7 +67,22 @@ def diagnostics_line(run: RunSummary) -> str:
         parts.append(f"x-cam imgs {100 * last.cross_camera_images:.0f}%")
     if not parts:
         return ""
-    return f"epoch {last.epoch} clusters: " + "  ".join(parts)
+    method = method_line(last)
+    return f"epoch {last.epoch} clusters: " + "  ".join(parts) + (f"\n{method}" if method else "")
+
+
+def method_line(last) -> str:
+    """OAE: pairwise precision / its ceiling, the share of outliers assigned, same-camera pairs;
+    CMLR: the target's mass on the right identity for mislabelled samples, AUROC, KL to the model."""
+    oae = [f"{name} {100 * value:.0f}%" for name, value in (
+        ("pair prec", last.oae_pairwise_precision), ("ceiling", last.oae_ceiling),
+        ("assigned", last.oae_assigned_share), ("same cam", last.oae_same_camera)) if value is not None]
+    cmlr = [text for text, value in (
+        (f"mislabelled mass {100 * (last.cmlr_mass_mislabelled or 0):.0f}%", last.cmlr_mass_mislabelled),
+        (f"AUROC {last.cmlr_auroc or 0:.2f}", last.cmlr_auroc), (f"KL {last.cmlr_kl or 0:.2f}", last.cmlr_kl))
+        if value is not None]
+    parts = (["OAE " + " ".join(oae)] if oae else []) + (["target " + " ".join(cmlr)] if cmlr else [])
+    return "  ".join(parts)
 
 
 def run_eta(run: RunSummary) -> float | None:

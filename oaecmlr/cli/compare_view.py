@@ -64,6 +64,23 @@ def _cluster_cell(c: dict | None) -> str:
     return f"{c['clusters']} / {c['outliers']} / {pct(c['cross_camera'], 0)}"
 
 
+# store.compare.METHOD_DIAGNOSTICS as shown (docs/method.md sections 3 and 4).
+METHOD_LABELS = {
+    "oae_pairwise_precision": "OAE pairwise precision (%)", "oae_precision": "OAE majority precision (%)",
+    "oae_ceiling": "OAE ceiling (%)", "oae_assigned_share": "outliers assigned (%)",
+    "oae_same_camera": "OAE same-camera pairs (%)", "cmlr_mass_clean": "target mass on right id, clean (%)",
+    "cmlr_mass_mislabelled": "target mass on right id, mislabelled (%)", "cmlr_auroc": "AUROC of 1 - q[y]",
+    "cmlr_kl": "KL(target || model), nats", "cmlr_mislabelled": "mislabelled samples (%)",
+}
+
+
+def _diagnostic(clusters: dict | None, key: str) -> str:
+    value = (clusters or {}).get(key)
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if key in ("cmlr_auroc", "cmlr_kl") else pct(value)
+
+
 def _signed(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.1f}"
 
@@ -87,12 +104,18 @@ def sections(result: dict) -> list[Section]:
     clusters = [[str(entry["epoch"]), *(_cluster_cell(entry["runs"].get(n)) for n in names)]
                 for entry in result["clusters"]]
     diff = [[key, *(str(values.get(n)) for n in names)] for key, values in result["config_diff"].items()]
+    method = [[label, *(_diagnostic(r["last_clusters"], key) for r in result["runs"])]
+              for key, label in METHOD_LABELS.items()
+              if any((r["last_clusters"] or {}).get(key) is not None for r in result["runs"])]
+    method_section = [Section("OAE and CMLR at the last clustering, against ground truth", ["diagnostic", *names],
+                              method)] if method else []
     seeds = [Section("mean ± std over seeds (%, best unless final)", SEED_HEADER, seed_rows(result))] \
         if result["seed_groups"] else []
     return [metric, *seeds,
             Section(f"mAP / R1 (%) per evaluation, Δ vs {names[0]}", ["epoch", *names], deltas),
             Section("clusters / outliers after OAE / clusters spanning cameras (%) per epoch", ["epoch", *names],
                     clusters),
+            *method_section,
             Section("config diff (differing keys only)", ["key", *names], diff or [["(identical)", *[""] * len(names)]])]
 
 

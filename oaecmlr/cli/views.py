@@ -254,6 +254,22 @@ def show_run(name: str, runs_dir: str | None, fmt: str) -> None:
                          pct(c.get("purity")), pct(c.get("nmi")), f"{c.get('cmlr_entropy', 0):.3f}",
                          f"{sum(c.get('timings', {}).values()):.1f}")
     console.print(clusters)
+    method = Table("epoch", "OAE pair", "OAE maj", "ceiling", "assigned", "same cam", "mass clean", "mass mislab",
+                   "AUROC", "KL", "mislab", title="OAE and CMLR against ground truth (%; AUROC and KL in nats as "
+                   "numbers)", title_justify="left")
+    for c in details["clusters"]:
+        if c.get("oae_ceiling") is None and c.get("cmlr_kl") is None:
+            continue
+
+        def number(key: str) -> str:
+            return "-" if c.get(key) is None else f"{c[key]:.2f}"
+
+        method.add_row(str(c["epoch"]), *(pct(c.get(k)) for k in ("oae_pairwise_precision", "oae_precision",
+                                                                   "oae_ceiling", "oae_assigned_share", "oae_same_camera",
+                                                                   "cmlr_mass_clean", "cmlr_mass_mislabelled")),
+                       number("cmlr_auroc"), number("cmlr_kl"), pct(c.get("cmlr_mislabelled")))
+    if method.row_count:
+        console.print(method)
 
 
 def _flat(mapping: dict) -> dict:

@@ -54,8 +54,11 @@ RULES: dict[str, Rule] = {
     "cluster.k2": at_least(1), "cluster.knn_backend": one_of(*s.KNN_BACKENDS),
     "cluster.k1_intra": at_least(1), "cluster.k1_inter": at_least(1), "cluster.k2_intra": at_least(1),
     "cluster.k2_inter": at_least(1), "cluster.camera_norm": one_of(*s.CAMERA_NORMS),
-    "oae.k": at_least(1), "oae.rho": at_least(0), "oae.rounds": at_least(0),
-    "cmlr.lam": between(0, 1), "cmlr.tau_r": positive(), "cmlr.top_k": at_least(0), "cmlr.weight": at_least(0),
+    "oae.k": at_least(1), "oae.rho": at_least(0), "oae.rounds": at_least(0), "oae.rule": one_of(*s.OAE_RULES),
+    "oae.support": at_least(1), "oae.support_k": at_least(1), "oae.camera_shift": between(0, 0.99),
+    "cmlr.mode": one_of(*s.CMLR_MODES), "cmlr.lam": between(0, 1), "cmlr.tau_r": positive(), "cmlr.top_k": at_least(0),
+    "cmlr.weight": at_least(0), "cmlr.warmup": at_least(0), "cmlr.radius": inside(0, 1),
+    "cmlr.candidates": at_least(1), "cmlr.min_spread": positive(),
     "memory.temperature": positive(), "memory.momentum": between(0, 1), "memory.mode": one_of(*s.MEMORY_MODES),
     "memory.camera_weight": at_least(0), "memory.camera_temperature": positive(), "memory.camera_negatives": at_least(0),
     "supervised.label_smoothing": between(0, 0.99), "supervised.triplet_margin": at_least(0),
@@ -69,6 +72,9 @@ def validate(config: Config) -> None:
         value = config.get(dotted)
         if isinstance(value, float) and not math.isfinite(value) or not ok(value):
             raise ConfigError(f"{dotted} must be {wanted}, got {value!r}")
+    if config.oae.support > config.oae.support_k:
+        raise ConfigError(f"oae.support ({config.oae.support}) cannot exceed oae.support_k ({config.oae.support_k}): "
+                          "it counts votes among the outlier's support_k nearest neighbours")
     dataset = config.data.dataset
     if dataset_name(dataset) is None:
         raise ConfigError(f"data.dataset {dataset!r} is not a dataset; choose one of {', '.join(s.DATASETS)}")

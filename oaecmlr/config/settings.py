@@ -24,6 +24,8 @@ CAMERA_NORMS = ("none", "mean", "meanstd")
 CUHK03_VARIANTS = ("labeled", "detected")
 BN_RUNNING = ("first", "mean")
 RUN_KINDS = ("usl", "supervised")
+OAE_RULES = ("nearest", "support")  # oaecmlr.core.oae.RULES
+CMLR_MODES = ("self", "propagated", "matched")  # oaecmlr.core.cmlr.MODES
 # Dataset names and their aliases (oaecmlr.data.datasets parses them).
 DATASETS = {"market1501": ("market",), "dukemtmcreid": ("duke",), "msmt17": ("msmt",), "cuhk03": (),
             "manifest": (), "synthetic": ()}
@@ -107,15 +109,24 @@ class OAESection:
     k: int = 5
     rho: float = 1.0
     rounds: int = 1
+    rule: str = "nearest"  # "support" adds CASTOR's neighbour vote and the nearest-centroid check
+    support: int = 2  # the support rule: votes of the cluster among the outlier's support_k nearest
+    support_k: int = 10  # ... nearest Jaccard neighbours
+    camera_shift: float = 0.0  # CASTOR's camera shift (our addition): cross-camera Jaccard lowered by this, decaying
 
 
 @dataclass
 class CMLRSection:
     enabled: bool = True
+    mode: str = "self"  # "self" (the sample's own centroid match), "propagated" (its Jaccard neighbours'), "matched" (RLCC)
     lam: float = 0.5
-    tau_r: float = 0.05
-    top_k: int = 0  # 0 = all centroids
-    weight: float = 1.0
+    tau_r: float = 0.05  # self
+    top_k: int = 0  # self: 0 = all centroids
+    weight: float = 1.0  # self and matched: w of CE + w soft-CE
+    warmup: int = 0  # epochs of plain CE before soft labels are used
+    radius: float = 0.2  # propagated: Jaccard distance of the neighbours averaged
+    candidates: int = 5  # propagated: centroids kept per sample
+    min_spread: float = 0.02  # propagated: floor of a cluster's similarity std
 
 
 @dataclass

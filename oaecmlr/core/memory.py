@@ -42,9 +42,12 @@ class ClusterMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor, soft_labels: torch.Tensor | None = None,
-                soft_weight: float = 1.0) -> torch.Tensor:
-        """CE(f.M^T / tau, y), plus soft_weight * soft-CE against CMLR labels when given."""
+                soft_weight: float = 1.0, *, replace_hard: bool = False) -> torch.Tensor:
+        """CE(f.M^T / tau, y), plus soft_weight * soft-CE against CMLR labels when given; with
+        `replace_hard`, the soft-CE alone takes the place of the CE."""
         logits = features.float() @ self.centroids.T / self.temperature
+        if soft_labels is not None and replace_hard:
+            return -(soft_labels * logits.log_softmax(dim=1)).sum(dim=1).mean()
         loss = F.cross_entropy(logits, labels)
         if soft_labels is not None:
             loss = loss + soft_weight * -(soft_labels * logits.log_softmax(dim=1)).sum(dim=1).mean()

@@ -367,17 +367,19 @@ class DatasetSpec:
     has_layout: Callable[[Path], bool]
     parse: Callable[..., dict[str, list[Record]]]  # parse(folder, allow_outside=False)
     expected: dict[str, tuple[int, int]] | None = None  # split -> (images, ids), docs/method.md section 6
+    cameras: int | None = None  # cameras of the release: a smaller set with as many is a subset
+    release: str = ""  # the release's name in messages
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("market1501", ("market",), ("Market-1501-v15.09.15", "Market-1501"), MARKET_LAYOUT,
                 _has_market_layout, lambda d, **_: _parse_market(d, pid0_is_distractor=True),
-                {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}),
+                {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}, 6, "Market-1501"),
     DatasetSpec("dukemtmcreid", ("duke",), ("DukeMTMC-reID",), MARKET_LAYOUT, _has_market_layout, _parse_market,
-                {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}),
+                {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}, 8, "DukeMTMC-reID"),
     DatasetSpec("msmt17", ("msmt",), ("MSMT17_V1", "MSMT17_V2", "MSMT17"), MSMT_LAYOUT,
                 lambda d: _msmt_version(d) is not None, _parse_msmt,
-                {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}),
+                {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}, 15, "MSMT17"),
     # expected is per variant: CUHK03_NP
     DatasetSpec("cuhk03", (), ("cuhk03-np", "cuhk03_np", "cuhk03np", "cuhk03-market"), CUHK03_LAYOUT,
                 _has_cuhk03_layout, _parse_market),
@@ -517,7 +519,22 @@ def _compare_cuhk03(splits: ImageSplits, counts: dict[str, tuple[int, int]], var
 
 
 def _warn_if_unusual(splits: ImageSplits, spec: DatasetSpec) -> None:
-    _warn_counts(splits, spec.expected or {}, spec.name, stacklevel=5)
+    """Nothing for the standard sizes; a note for a subset (no split larger, every camera of the
+    release present); else a warning per split."""
+    expected = spec.expected or {}
+    counts = {s: (len(splits.split(s)), num_ids(splits.split(s))) for s in expected}
+    if counts == expected:
+        return
+    cameras = len({r.camid for s in SPLITS for r in splits.split(s)})
+    if (expected and spec.cameras == cameras
+            and all(counts[s][0] <= expected[s][0] and counts[s][1] <= expected[s][1] for s in expected)):
+        have = ", ".join(f"{s} {n:,} images / {i:,} ids" for s, (n, i) in counts.items())
+        full = ", ".join(f"{expected[s][0]:,} / {expected[s][1]:,}" for s in expected)
+        _note(f"{spec.name}: {splits.root} is a subset of {spec.release} with all {cameras} cameras: {have} (the "
+              f"full release: {full}); fine for experiments, but its scores are not comparable with published "
+              f"{spec.release} numbers")
+        return
+    _warn_counts(splits, expected, spec.name, stacklevel=5)
 
 
 def _warn_counts(splits: ImageSplits, expected: dict[str, tuple[int, int]], label: str, stacklevel: int) -> None:

@@ -15,11 +15,18 @@ import torch
 from oaecmlr.core.camera_memory import CameraProxyMemory
 from oaecmlr.core.camera_norm import camera_normalise
 from oaecmlr.core.clusters import Clusters, cluster_geometry
-from oaecmlr.core.cmlr import cmlr
-from oaecmlr.core.diagnostics import camera_spread, cluster_size_histogram, nmi, oae_precision, purity
+from oaecmlr.core.cmlr import CMLRResult, cmlr, matched, propagated
+from oaecmlr.core.diagnostics import (
+    camera_spread,
+    cluster_size_histogram,
+    cmlr_diagnostics,
+    nmi,
+    oae_diagnostics,
+    purity,
+)
 from oaecmlr.core.memory import ClusterMemory
-from oaecmlr.core.oae import oae
-from oaecmlr.core.pseudo_labelling import pseudo_labels
+from oaecmlr.core.oae import OAEResult, camera_shift_at, oae
+from oaecmlr.core.pseudo_labelling import _EPS_SLACK, PseudoLabels, pseudo_labels
 from oaecmlr.data.sampler import max_occurrences
 from oaecmlr.engine.health import clustering_findings
 from oaecmlr.engine.loop import EpochLabels, Loop
@@ -41,6 +48,7 @@ class UnsupervisedLoop(Loop):
         self._rounds: list[int] = []
         self._proxy_rounds: list[int] = []
         self._sample_proxy: torch.Tensor | None = None
+        self._previous: tuple[np.ndarray, torch.Tensor] | None = None  # cmlr.mode = matched: last epoch's labels
 
     def epoch_labels(self, epoch: int) -> EpochLabels:
         started = time.perf_counter()
@@ -58,7 +66,9 @@ class UnsupervisedLoop(Loop):
         return labels
 
     def pseudo_label(self, features: torch.Tensor, epoch: int, timings: dict) -> tuple[EpochLabels | str, Clusters | None]:
-        """Rank 0: this epoch's labels and their geometry, and the cluster event (or why there are none)."""
+        """Rank 0: this epoch's labels, the geometry of the raw features (the memory's), and the cluster
+        event (or why there are no labels). DBSCAN, OAE and CMLR all see the features that were
+        clustered (camera-normalised under `cluster.camera_norm`); the memory sees the raw ones."""
         cfg, cluster = self.config, self.config.cluster
         camids = self.data.train.camids
         clustered_on = camera_normalise(features, camids, cluster.camera_norm)
@@ -73,10 +83,7 @@ class UnsupervisedLoop(Loop):
                     "raise cluster.eps or lower cluster.min_samples"), None
 
         started = time.perf_counter()
-        oae_on = cfg.oae.enabled and cfg.oae.rho > 0 and cfg.oae.rounds > 0
-        outliers = np.flatnonzero(before == -1) if oae_on else np.zeros(0, dtype=np.int64)
-        assigned = oae(features, before, clustering.full_rows(outliers), clustering.neighbours, k=cfg.oae.k,
-                       rho=cfg.oae.rho, rounds=cfg.oae.rounds, min_samples=cluster.min_samples, enabled=oae_on)
+        assigned = self.explore_outliers(clustered_on, clustering, epoch)
         labels = assigned.labels
         timings["oae"] = time.perf_counter() - started
         warnings, fatal = clustering_findings(labels, cluster.eps, cluster.min_samples)
@@ -84,13 +91,15 @@ class UnsupervisedLoop(Loop):
             return f"epoch {epoch}: {fatal}", None
 
         started = time.perf_counter()
-        geometry = cluster_geometry(features, labels)
-        refined = None
-        if cfg.cmlr.enabled and cfg.cmlr.lam > 0:
-            refined = cmlr(features, labels, cfg.cmlr.lam, cfg.cmlr.tau_r, cfg.cmlr.top_k or None, geometry=geometry)
+        geometry = cluster_geometry(clustered_on, labels)
+        raw_geometry = geometry if clustered_on is features else cluster_geometry(features, labels)
+        refined = self.refine_labels(clustered_on, labels, geometry, clustering)
         timings["cmlr"] = time.perf_counter() - started
 
         truth = self.data.train.pids
+        target = refined if refined is not None else cmlr(features, labels, enabled=False)
+        prediction = (features[torch.as_tensor(target.sample_index, device=features.device)].float()
+                      @ raw_geometry.centroids.T / cfg.memory.temperature).softmax(dim=1)
         self.emit(Cluster(
             epoch=epoch, clusters=clustering.num_clusters, outliers_before=assigned.outliers_before,
             outliers_after=assigned.outliers_after, oae_assigned=assigned.assigned,
@@ -98,11 +107,46 @@ class UnsupervisedLoop(Loop):
             cmlr_entropy=refined.mean_entropy if refined else 0.0, cmlr_weight=refined.mean_weight if refined else 0.0,
             size_histogram=cluster_size_histogram(labels), knn_backend=clustering.knn_backend,
             timings={k: round(v, 4) for k, v in timings.items()}, **camera_spread(labels, camids),
-            purity=purity(labels, truth), nmi=nmi(labels, truth), oae_precision=oae_precision(before, labels, truth)))
+            purity=purity(labels, truth), nmi=nmi(labels, truth),
+            **oae_diagnostics(before, labels, assigned.anchors, truth, camids),
+            **cmlr_diagnostics(target.soft_labels.cpu().numpy(), target.sample_index, labels, truth,
+                               prediction.cpu().numpy())))
         for message in warnings:
             self.emit(HealthWarning(what="clustering", message=message, epoch=epoch))
-        soft, index = (None, None) if refined is None else (refined.soft_labels.cpu(), torch.as_tensor(refined.sample_index))
-        return EpochLabels(epoch, torch.as_tensor(labels), soft, index), geometry
+        if cfg.cmlr.mode == "matched" and refined is not None:
+            self._previous = (labels, refined.soft_labels.cpu())
+        if refined is None or epoch <= cfg.cmlr.warmup:
+            return EpochLabels(epoch, torch.as_tensor(labels)), raw_geometry
+        return (EpochLabels(epoch, torch.as_tensor(labels), refined.soft_labels.cpu(),
+                            torch.as_tensor(refined.sample_index)), raw_geometry)
+
+    def explore_outliers(self, features: torch.Tensor, clustering: PseudoLabels, epoch: int) -> OAEResult:
+        """OAE on the clustered features (docs/method.md section 3)."""
+        cfg = self.config.oae
+        on = cfg.enabled and cfg.rho > 0 and cfg.rounds > 0
+        outliers = np.flatnonzero(clustering.labels == -1) if on else np.zeros(0, dtype=np.int64)
+        shift = camera_shift_at(epoch, self.config.run.epochs, start=cfg.camera_shift) if cfg.camera_shift else 0.0
+        return oae(features, clustering.labels, clustering.full_rows(outliers), clustering.neighbours, k=cfg.k,
+                   rho=cfg.rho, rounds=cfg.rounds, min_samples=self.config.cluster.min_samples, enabled=on,
+                   rule=cfg.rule, support=cfg.support, support_k=cfg.support_k, camids=self.data.train.camids,
+                   camera_shift=shift)
+
+    def refine_labels(self, features: torch.Tensor, labels: np.ndarray, geometry: Clusters,
+                      clustering: PseudoLabels) -> CMLRResult | None:
+        """CMLR's soft labels in the reading `cmlr.mode` (docs/method.md section 4); None when off."""
+        cfg = self.config.cmlr
+        if not cfg.enabled or cfg.lam == 0:
+            return None
+        if cfg.mode == "propagated":
+            within = self.config.cluster.eps + _EPS_SLACK
+            near = (clustering.distances if cfg.radius < min(1.0, within)
+                    else clustering.full_rows(np.flatnonzero(labels >= 0)))
+            return propagated(features, labels, near, lam=cfg.lam, radius=cfg.radius, candidates=cfg.candidates,
+                              min_spread=cfg.min_spread, geometry=geometry)
+        if cfg.mode == "matched":
+            previous_labels, previous_soft = self._previous or (None, None)
+            return matched(labels, previous_labels, previous_soft, lam=cfg.lam, device=features.device)
+        return cmlr(features, labels, lam=cfg.lam, tau_r=cfg.tau_r, top_k=cfg.top_k or None, geometry=geometry)
 
     def start_epoch(self, labels: EpochLabels, global_batches: np.ndarray) -> None:
         """How often a cluster (and a proxy) occurs at most in each global batch, counted on the host:
@@ -114,7 +158,8 @@ class UnsupervisedLoop(Loop):
             self._proxy_rounds = max_occurrences(self._sample_proxy.cpu().numpy(), global_batches).tolist()
 
     def loss(self, features: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
-        loss = self.memory(features.float(), y, soft, self.config.cmlr.weight)
+        cmlr = self.config.cmlr
+        loss = self.memory(features.float(), y, soft, cmlr.weight, replace_hard=cmlr.mode == "propagated")
         if self.proxies is not None:
             loss = loss + self.config.memory.camera_weight * self.proxies(features.float(), y)
         return loss
@@ -131,9 +176,14 @@ class UnsupervisedLoop(Loop):
         state = {"memory": self.memory.state_dict()}
         if self.proxies is not None:
             state["camera_proxies"] = self.proxies.state_dict()
+        if self._previous is not None:
+            state["cmlr_previous"] = {"labels": torch.as_tensor(self._previous[0]), "soft": self._previous[1]}
         return state
 
     def load_extra_state(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
         if self.proxies is not None and "camera_proxies" in state:  # else the next epoch builds them
             self.proxies.load_state_dict(state["camera_proxies"])
+        previous = state.get("cmlr_previous")
+        if previous is not None:
+            self._previous = (previous["labels"].numpy(), previous["soft"])

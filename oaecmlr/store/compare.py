@@ -91,9 +91,14 @@ def _run_row(s: RunSummary) -> dict[str, Any]:
     }
 
 
+# What says whether OAE and CMLR work (docs/method.md sections 3 and 4, Logged), in display order.
+METHOD_DIAGNOSTICS = ("oae_precision", "oae_pairwise_precision", "oae_ceiling", "oae_assigned_share", "oae_same_camera",
+                      "cmlr_mass_clean", "cmlr_mass_mislabelled", "cmlr_auroc", "cmlr_kl", "cmlr_mislabelled")
+
+
 def _cluster_row(c) -> dict[str, Any]:
     return {k: getattr(c, k) for k in ("epoch", "clusters", "outliers_after", "oae_assigned", "cross_camera",
-                                       "cameras_per_cluster", "cross_camera_images", "purity", "nmi", "oae_precision")}
+                                       "cameras_per_cluster", "cross_camera_images", "purity", "nmi", *METHOD_DIAGNOSTICS)}
 
 
 def _deltas(records: list[RunRecord]) -> list[dict]:

@@ -8,7 +8,8 @@ refuses a known kind whose fields have the wrong types (`EventError`), so no rea
 with a string where a number belongs. Fractions (mAP, purity, ...) are in [0, 1].
 
 Schema versions (the `schema` field of `start`): 1 - the first contract; 2 - typed classes,
-`warning` events, provenance in `start`, camera diagnostics in `cluster`. Version 1 files parse.
+`warning` events, provenance in `start`, camera diagnostics in `cluster`; 3 - OAE and CMLR diagnostics
+in `cluster` (all optional: older files parse).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class EventError(ValueError):
@@ -115,7 +116,16 @@ class Cluster(Event):
     cross_camera_images: float | None = None  # share of training images whose cluster holds another camera
     purity: float | None = None
     nmi: float | None = None
-    oae_precision: float | None = None
+    oae_precision: float | None = None  # assigned outliers carrying the majority identity of the cluster joined
+    oae_pairwise_precision: float | None = None  # ... carrying the identity of their nearest clustered instance j*
+    oae_ceiling: float | None = None  # outliers whose identity is the majority of some cluster
+    oae_same_camera: float | None = None  # assigned (outlier, j*) pairs from one camera
+    oae_assigned_share: float | None = None  # assigned outliers over all outliers
+    cmlr_mass_clean: float | None = None  # the training target's mass on the right clusters, clean samples
+    cmlr_mass_mislabelled: float | None = None  # ... mislabelled samples (one-hot: 1 and 0)
+    cmlr_auroc: float | None = None  # AUROC of 1 - q_i[y_i] for finding mislabelled samples
+    cmlr_kl: float | None = None  # mean KL(q || the model's prediction at the epoch's start), nats
+    cmlr_mislabelled: float | None = None  # clustered samples whose identity is not their cluster's majority
 
 
 @dataclass(frozen=True, kw_only=True)
