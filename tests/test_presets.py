@@ -1,4 +1,4 @@
-"""Presets and the `+cam` suffix: the camera-aware pipeline on any preset, still overridable."""
+"""Presets and their suffixes: `+cam` (the camera-aware pipeline) and `+cpu` (the 2-core budget) on any preset; package data.
 
 from __future__ import annotations
 
@@ -48,3 +48,55 @@ def test_plus_cam_on_a_dataset_and_a_typo():
     assert resolve_config("manifest+cam").config.memory.camera_proxies
     with pytest.raises(ConfigError, match="did you mean market"):
         resolve_config("markt+cam")
+
+
+def test_presets_are_package_data():
+    """A wheel carries the presets: they live inside the package and are read through
+    importlib.resources, not from a folder next to the source tree."""
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from oaecmlr.config.presets import available_presets
+
+    files = sorted(p.name for p in resources.files("oaecmlr.presets").iterdir() if p.name.endswith(".toml"))
+    assert [f.removesuffix(".toml") for f in files] == available_presets()
+    assert {"demo", "cuhk03", "market", "msmt17"} <= set(available_presets())
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "oaecmlr.presets" in project["tool"]["setuptools"]["packages"]
+    assert "*.toml" in project["tool"]["setuptools"]["package-data"]["oaecmlr.presets"]
+
+
+@pytest.mark.parametrize("target", ["market+cpu", "market+cam+cpu", "market+cpu+cam", "msmt17+cpu", "duke+cpu"])
+def test_cpu_suffix_keeps_dataset_and_method_and_takes_the_budget(target):
+    from oaecmlr.config.presets import CPU_BUDGET
+
+    base = resolve_config(target.split("+")[0]).config
+    resolved = resolve_config(target)
+    config = resolved.config
+    assert config.data.dataset == base.data.dataset
+    for section in ("oae", "cmlr", "memory"):  # the method, except what +cam adds
+        if "+cam" not in target:
+            assert getattr(config, section) == getattr(base, section)
+    for dotted, value in CPU_BUDGET.items():
+        assert config.get(dotted) == value
+    assert config.model.arch == "mobilenet_v2" and (config.data.height, config.data.width) == (128, 64)
+    assert (config.data.num_ids, config.data.num_instances) == (16, 4)
+    assert resolved.preset.startswith(target.split("+")[0]) and "+cpu" in resolved.preset
+    assert ("+cam" in target) == config.cluster.camera_jaccard
+
+
+def test_cpu_suffix_pretrain_has_the_same_budget():
+    """`oaecmlr pretrain market+cpu`: the supervised bound at the same epochs and iterations."""
+    usl = resolve_config("market+cpu").config
+    supervised = resolve_config("market+cpu", supervised=True).config
+    assert supervised.run.kind == "supervised"
+    assert (supervised.run.epochs, supervised.run.iterations) == (usl.run.epochs, usl.run.iterations)
+    assert supervised.model.arch == usl.model.arch and supervised.data.num_instances == 4
+
+
+def test_unknown_or_repeated_suffix_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"unknown suffix '\+gpu'.*\+cam, \+cpu"):
+        resolve_config("market+gpu")
+    with pytest.raises(ConfigError, match="twice"):
+        resolve_config("market+cpu+cpu")

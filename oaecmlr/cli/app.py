@@ -37,7 +37,7 @@ def _root(
     """Unsupervised person re-ID with OAE and CMLR."""
 
 
-Config = Annotated[str | None, typer.Option("--config", "-c", help="A TOML file of settings (sections as in experiments/*.toml).")]
+Config = Annotated[str | None, typer.Option("--config", "-c", help="A TOML file of settings (sections as in the presets, oaecmlr/presets/*.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override any key, e.g. --set oae.rho=0 --set cmlr.lam=0.")]
 DataRoot = Annotated[str | None, typer.Option("--data-root", help="Dataset folder (default: $OAECMLR_DATA or ./data/NAME).")]
 Name = Annotated[str | None, typer.Option("--name", "-n", help="Run name (default: DATASET-DATE-TIME).")]

@@ -7,7 +7,10 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 from oaecmlr.config.settings import Config
 from oaecmlr.errors import ConfigError
@@ -20,8 +23,9 @@ else:  # pragma: no cover
 NOT_SETTINGS = ("preset", "pretrain")  # a preset's description, and its `oaecmlr pretrain` tables
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def read_toml(path: str | Path | Traversable) -> dict[str, Any]:
+    """A TOML file (a path, or a preset inside the package) as nested dicts; ConfigError when absent or bad."""
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -1,7 +1,8 @@
 """From what a user typed to a checked Config: the one place that resolves presets, for the CLI and
 the dashboard alike.
 
-Precedence, lowest first: built-in defaults < the preset (`experiments/NAME.toml`) < `--config
+Precedence, lowest first: built-in defaults < the preset (`oaecmlr/presets/NAME.toml`, package data
+read with importlib.resources, so a wheel has them) < `--config
 FILE` (key by key: a file that sets one key leaves its neighbours alone) < options typed on the
 command line (a dataset named instead of a preset is one) < `--set key=value`. Whenever a file
 would override something typed, or a `--set` overrides an option, the result says so in a note.
@@ -12,14 +13,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oaecmlr.config.checks import dataset_name, validate
 from oaecmlr.config.checks import notes as setting_notes
 from oaecmlr.config.files import parse_override, read_toml, set_value, settings_of
 from oaecmlr.config.settings import DATASETS, Config
 from oaecmlr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 PRESET_ALIASES = {"market1501": "market", "dukemtmcreid": "duke", "msmt": "msmt17"}
 
@@ -41,16 +46,19 @@ CPU_BUDGET = {
 SUFFIXES = {CAMERA_SUFFIX: CAMERA_AWARE, CPU_SUFFIX: CPU_BUDGET}
 
 
-def presets_dir() -> Path:
-    return Path(os.environ.get("OAECMLR_PRESETS") or Path(__file__).resolve().parents[2] / "experiments")
+def presets_dir() -> Traversable:
+    """The preset files: the package's own (`oaecmlr.presets`), or the folder $OAECMLR_PRESETS names."""
+    override = os.environ.get("OAECMLR_PRESETS")
+    return Path(override) if override else resources.files("oaecmlr.presets")
 
 
 def available_presets() -> list[str]:
     folder = presets_dir()
-    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
+                  if p.name.endswith(".toml") and p.is_file()) if folder.is_dir() else []
 
 
-def preset_path(name: str) -> Path | None:
+def preset_path(name: str) -> Traversable | None:
     path = presets_dir() / f"{PRESET_ALIASES.get(name, name)}.toml"
     return path if path.is_file() else None
 

@@ -1,0 +1,1 @@
+"""The preset TOML files (`oaecmlr run PRESET`), package data read with importlib.resources."""
