@@ -13,6 +13,7 @@ from oaecmlr import jaccard_distance, pseudo_labels
 from oaecmlr.core.jaccard import jaccard_rows
 
 jaccard_module = importlib.import_module("oaecmlr.core.jaccard")
+sparse_module = importlib.import_module("oaecmlr.core.sparse")
 
 CASES = [  # (N, D, k1, k2): odd and even k1 (round(k1/2) is half to even), k2 = 1 (no expansion)
     (200, 16, 20, 6),
@@ -99,7 +100,8 @@ def test_small_chunks_give_the_same_result(monkeypatch):
     """Row chunking (what keeps memory O(N k) plus one chunk) must not change the result."""
     f = torch.from_numpy(features_for(200, 16, seed=1))
     reference = jaccard_distance(f, k1=20, k2=6)
-    monkeypatch.setattr(jaccard_module, "_CHUNK_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(jaccard_module, "CHUNK_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(sparse_module, "CHUNK_ELEMENTS", 1 << 14)
     monkeypatch.setattr(knn_module, "_SIMILARITY_ELEMENTS", 1 << 12)
     monkeypatch.setattr(knn_module, "_GATHER_ELEMENTS", 1 << 12)
     chunked = jaccard_distance(f, k1=20, k2=6)
@@ -180,7 +182,7 @@ def test_symmetrize_keeps_a_symmetric_matrix_exactly():
     # an asymmetric input takes the upper triangle's values on both sides
     bumped = csr.val.clone()
     bumped[csr.col.numel() // 2] += 1e-3
-    from oaecmlr.core.jaccard import Csr
+    from oaecmlr.core.sparse import Csr
 
     fixed = symmetrize(Csr(csr.crow, csr.col, bumped, csr.num_cols)).to_scipy()
     assert (fixed != fixed.T).nnz == 0

@@ -1,4 +1,4 @@
-"""Presets and their suffixes: `+cam` (the camera-aware pipeline) and `+cpu` (the 2-core budget) on any preset; package data.
+"""Presets and their suffixes: `+cam` (the camera-aware pipeline) and `+cpu` (the 2-core budget) on any preset; package data."""
 
 from __future__ import annotations
 
@@ -53,16 +53,16 @@ def test_plus_cam_on_a_dataset_and_a_typo():
 def test_presets_are_package_data():
     """A wheel carries the presets: they live inside the package and are read through
     importlib.resources, not from a folder next to the source tree."""
-    import tomllib
     from importlib import resources
     from pathlib import Path
 
+    from oaecmlr.config.files import read_toml
     from oaecmlr.config.presets import available_presets
 
     files = sorted(p.name for p in resources.files("oaecmlr.presets").iterdir() if p.name.endswith(".toml"))
     assert [f.removesuffix(".toml") for f in files] == available_presets()
     assert {"demo", "cuhk03", "market", "msmt17"} <= set(available_presets())
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    project = read_toml(Path(__file__).resolve().parents[1] / "pyproject.toml")
     assert "oaecmlr.presets" in project["tool"]["setuptools"]["packages"]
     assert "*.toml" in project["tool"]["setuptools"]["package-data"]["oaecmlr.presets"]
 

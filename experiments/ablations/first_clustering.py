@@ -44,7 +44,7 @@ def main() -> None:
                           k2_inter=cluster.k2_inter) if camera_aware else {})
             name = ("CA-Jaccard" if camera_aware else "plain Jaccard") + (", per-camera centring" if norm != "none" else "")
             for eps in (float(e) for e in args.eps.split(",")):
-                labels = pseudo_labels(x, eps, cluster.min_samples, cluster.k1, cluster.k2, **extra).labels
+                labels = pseudo_labels(x, eps=eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2, **extra).labels
                 spread = camera_spread(labels, cams)
                 print(f"| {name} | {eps} | {labels.max() + 1} | {100 * (labels >= 0).mean():.1f} % | "
                       f"{100 * spread['cross_camera']:.1f} % | {100 * spread['cross_camera_images']:.1f} % | "

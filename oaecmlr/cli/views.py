@@ -261,7 +261,7 @@ def show_run(name: str, runs_dir: str | None, fmt: str) -> None:
         if c.get("oae_ceiling") is None and c.get("cmlr_kl") is None:
             continue
 
-        def number(key: str) -> str:
+        def number(key: str, c: dict = c) -> str:
             return "-" if c.get(key) is None else f"{c[key]:.2f}"
 
         method.add_row(str(c["epoch"]), *(pct(c.get(k)) for k in ("oae_pairwise_precision", "oae_precision",

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from oaecmlr.core.jaccard import _CHUNK_ELEMENTS, Csr, expand_over
 from oaecmlr.core.knn import (
     _EXTRA_CANDIDATES,
     _FP32_ERROR,
@@ -33,6 +32,7 @@ from oaecmlr.core.knn import (
     check_features,
     rank_candidates,
 )
+from oaecmlr.core.sparse import CHUNK_ELEMENTS, Csr, expand_over
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def reciprocal_members(ranked: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     safe = torch.where(forward >= 0, forward, n)  # padding looks up the row of -2s: never reciprocal
     rows = torch.arange(n, device=ranked.device)
     mask = torch.empty_like(forward, dtype=torch.bool)
-    step = max(1, _CHUNK_ELEMENTS // (width * width))
+    step = max(1, CHUNK_ELEMENTS // (width * width))
     for s in range(0, n, step):
         backward = table[safe[s:s + step]]  # (c, width, width)
         mask[s:s + step] = (backward == rows[s:s + step, None, None]).any(dim=2) & (forward[s:s + step] >= 0)

@@ -21,13 +21,13 @@ from oaecmlr.core.memory import ClusterMemory
 
 
 class CameraProxyMemory(nn.Module):
-    def __init__(self, num_features: int, temperature: float = 0.07, momentum: float = 0.1, negatives: int = 50,
+    def __init__(self, num_features: int, *, temperature: float = 0.07, momentum: float = 0.1, negatives: int = 50,
                  mode: str = "mean"):
         super().__init__()
         if negatives < 0 or temperature <= 0:
             raise ValueError(f"camera proxies need negatives >= 0 and temperature > 0, got {negatives}, {temperature}")
         self.temperature, self.negatives = temperature, negatives
-        self.bank = ClusterMemory(num_features, temperature, momentum, mode)  # the proxies, as a memory
+        self.bank = ClusterMemory(num_features, temperature=temperature, momentum=momentum, mode=mode)  # the proxies, as a memory
         self.register_buffer("proxy_cluster", torch.zeros(0, dtype=torch.long))  # (P,)
         self.register_buffer("table", torch.zeros(0, 0, dtype=torch.long))  # (C, cameras): proxy of (c, m), -1 none
         self.register_buffer("cameras", torch.zeros(0, dtype=torch.long))  # the camera numbers of the table's columns

@@ -11,41 +11,26 @@ Internal sparse matrices are `Csr(crow, col, val)` torch triplets with sorted co
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
+from oaecmlr.core.camera_jaccard import camera_neighbours
 from oaecmlr.core.knn import Neighbours, check_features, knn
+from oaecmlr.core.sparse import (
+    CHUNK_ELEMENTS,
+    Csr,
+    expand_over,
+    expand_segments,
+    row_chunks,
+    segment_positions,
+    transpose,
+)
 
-_CHUNK_ELEMENTS = 1 << 24  # elements of the largest temporary a chunk may create
 PairDistance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Csr:
-    crow: torch.Tensor  # (N+1,) int64
-    col: torch.Tensor  # (nnz,) int64, sorted within each row
-    val: torch.Tensor  # (nnz,) float32
-    num_cols: int
-
-    @property
-    def num_rows(self) -> int:
-        return self.crow.numel() - 1
-
-    def row_lengths(self) -> torch.Tensor:
-        return self.crow[1:] - self.crow[:-1]
-
-    def to_scipy(self) -> sp.csr_matrix:
-        # Built from raw arrays so that explicit zeros (d(i, i) = 0) are kept.
-        return sp.csr_matrix(
-            (self.val.cpu().numpy(), self.col.cpu().numpy(), self.crow.cpu().numpy()),
-            shape=(self.num_rows, self.num_cols),
-        )
-
-
-def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
+def jaccard_distance(features: torch.Tensor, *, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
                      knn_backend: str = "auto", camids=None, **camera) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance between all rows of L2-normalised `features` (N x D); with
     `camids`, the camera-aware CA-Jaccard distance (`oaecmlr.core.camera_jaccard`; `camera` takes
@@ -54,10 +39,11 @@ def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, max_dist
     Returns an N x N `scipy.sparse.csr_matrix` holding exactly the pairs with distance
     < `max_distance` (explicit zeros kept, the diagonal included); absent pairs are >= it.
     """
-    return jaccard_from_features(features, k1, k2, max_distance, knn_backend, camids, **camera).to_scipy()
+    return jaccard_from_features(features, k1=k1, k2=k2, max_distance=max_distance, knn_backend=knn_backend,
+                                 camids=camids, **camera).to_scipy()
 
 
-def jaccard_from_features(features: torch.Tensor, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
+def jaccard_from_features(features: torch.Tensor, *, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
                           knn_backend: str = "auto", camids=None, **camera) -> Csr:
     """`jaccard_distance` returning the torch `Csr` on the features' device."""
     features = check_features(features)
@@ -75,8 +61,6 @@ def encode(features: torch.Tensor, k1: int, k2: int, knn_backend: str = "auto", 
     if camids is None:
         neighbours = knn(features, k1, backend=knn_backend)
         return encode_features(features, neighbours.index, neighbours.distance, k1, k2), neighbours
-    from oaecmlr.core.camera_jaccard import camera_neighbours  # it builds on this module
-
     return camera_neighbours(features, camids, k1, **camera)
 
 
@@ -95,7 +79,7 @@ def encode_features(features: torch.Tensor, ranked: torch.Tensor, ranked_distanc
         found = listed.gather(1, position) == cols
         dist = known_distance[rows].gather(1, position)
         r, c = torch.nonzero(valid & ~found, as_tuple=True)
-        step = max(1, _CHUNK_ELEMENTS // features.shape[1])
+        step = max(1, CHUNK_ELEMENTS // features.shape[1])
         for s in range(0, r.numel(), step):
             a, b = rows[r[s:s + step]], cols[r[s:s + step], c[s:s + step]]
             dist[r[s:s + step], c[s:s + step]] = (2 - 2 * (features[a] * features[b]).sum(dim=1)).clamp_min(0)
@@ -119,7 +103,7 @@ def reciprocal_sets(ranked: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     width = forward.shape[1]
     rows = torch.arange(ranked.shape[0], device=ranked.device)
     mask = torch.empty_like(forward, dtype=torch.bool)
-    step = max(1, _CHUNK_ELEMENTS // (width * width))
+    step = max(1, CHUNK_ELEMENTS // (width * width))
     for s in range(0, ranked.shape[0], step):
         backward = forward[forward[s:s + step]]  # (c, width, width)
         mask[s:s + step] = (backward == rows[s:s + step, None, None]).any(dim=2)
@@ -142,7 +126,7 @@ def k_reciprocal_encoding(ranked: torch.Tensor, k1: int, squared_distance: PairD
 
     crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
     offset = 0
-    step = max(1, _CHUNK_ELEMENTS // (w1 * wh * w1))
+    step = max(1, CHUNK_ELEMENTS // (w1 * wh * w1))
     for s in range(0, n, step):
         rows = torch.arange(s, min(n, s + step), device=device)
         r_near = torch.where(near_mask[rows], near[rows], -1)  # (c, w1), -1 = not reciprocal
@@ -184,36 +168,6 @@ def query_expansion(encoding: Csr, ranked: torch.Tensor, k2: int) -> Csr:
     return expand_over(encoding, ranked[:, :k2])
 
 
-def expand_over(encoding: Csr, sources: torch.Tensor) -> Csr:
-    """V_qe[i] = mean of V[j] over the valid entries j of sources[i] (-1 marks padding)."""
-    n = encoding.num_rows
-    device = encoding.col.device
-    width = sources.shape[1]
-    valid = sources >= 0
-    safe = sources.clamp_min(0)
-    lengths = encoding.row_lengths()
-    per_row = valid.sum(dim=1)
-    crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
-    offset = 0
-    for rows in _row_chunks((lengths[safe] * valid).sum(dim=1), _CHUNK_ELEMENTS):
-        keep = valid[rows].flatten()
-        src = safe[rows].flatten()[keep]
-        out_row = rows.repeat_interleave(width)[keep]
-        position, owner = _expand_segments(encoding.crow[src], lengths[src])
-        key = (out_row[owner] - rows[0]) * n + encoding.col[position]
-        key, order = key.sort()
-        unique_key, inverse = torch.unique_consecutive(key, return_inverse=True)
-        summed = torch.zeros(unique_key.numel(), dtype=torch.float32, device=device)
-        summed.index_add_(0, inverse, encoding.val[position][order])
-        local_row = unique_key // n
-        counts = torch.bincount(local_row, minlength=rows.numel())
-        crows.append(offset + counts.cumsum(0))
-        offset += unique_key.numel()
-        cols.append(unique_key % n)
-        vals.append(summed / per_row[rows][local_row].to(torch.float32))
-    return Csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), n)
-
-
 def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -> Csr:
     """Jaccard distance d(i, j) = 1 - s/(2 - s), s = sum_k min(V[i,k], V[j,k]), for the given rows.
 
@@ -226,10 +180,10 @@ def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -
     if rows.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return Csr(torch.zeros(1, dtype=torch.long, device=device), empty, empty.float(), n)
-    chunk_rows = max(1, min(rows.numel(), _CHUNK_ELEMENTS // max(n, 1)))
+    chunk_rows = max(1, min(rows.numel(), CHUNK_ELEMENTS // max(n, 1)))
     # int32 indices halve the memory traffic of the co-occurrence arrays when they fit.
     index = torch.int32 if max(encoding.col.numel() + 1, chunk_rows * n + 1) < 2**31 else torch.long
-    by_column = _transpose(encoding)
+    by_column = transpose(encoding)
     row_start, col = encoding.crow.to(index), encoding.col.to(index)
     col_start, col_row = by_column.crow.to(index), by_column.col.to(index)
     col_lengths = col_start[1:] - col_start[:-1]
@@ -242,13 +196,13 @@ def jaccard_rows(encoding: Csr, rows: torch.Tensor, max_distance: float = 1.0) -
     crows, cols, vals = [torch.zeros(1, dtype=torch.long, device=device)], [], []
     offset = 0
     accumulator = torch.zeros(chunk_rows, n, dtype=torch.float32, device=device)
-    for local in _row_chunks(row_work, _CHUNK_ELEMENTS, max_rows=chunk_rows):
+    for local in row_chunks(row_work, CHUNK_ELEMENTS, max_rows=chunk_rows):
         chunk = rows[local]
-        entry, entry_owner = _expand_segments(row_start[chunk], row_lengths[chunk])
+        entry, entry_owner = expand_segments(row_start[chunk], row_lengths[chunk])
         k = col[entry]
         lengths = col_lengths[k]
         # Each entry (local row r, column k, value a) meets every entry (r', k, b) of its column.
-        pos = _segment_positions(col_start[k], lengths)
+        pos = segment_positions(col_start[k], lengths)
         key = torch.repeat_interleave(entry_owner * n, lengths) + col_row[pos]
         left = torch.repeat_interleave(encoding.val[entry], lengths)
         shared_flat = accumulator[: chunk.numel()].view(-1)
@@ -284,40 +238,3 @@ def symmetrize(m: Csr) -> Csr:
     crow = torch.zeros(n + 1, dtype=torch.long, device=m.col.device)
     crow[1:] = counts.cumsum(0)
     return Csr(crow, c[order], v[order], n)
-
-
-def _transpose(m: Csr) -> Csr:
-    rows = torch.repeat_interleave(torch.arange(m.num_rows, device=m.col.device), m.row_lengths())
-    order = torch.argsort(m.col * m.num_rows + rows)
-    counts = torch.bincount(m.col, minlength=m.num_cols)
-    crow = torch.zeros(m.num_cols + 1, dtype=torch.long, device=m.col.device)
-    crow[1:] = counts.cumsum(0)
-    return Csr(crow, rows[order], m.val[order], m.num_rows)
-
-
-def _segment_positions(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Concatenation of the ranges [starts[t], starts[t] + lengths[t])."""
-    dtype = lengths.dtype
-    shift = torch.repeat_interleave(starts - (lengths.cumsum(0, dtype=dtype) - lengths), lengths)
-    return torch.arange(shift.numel(), device=lengths.device, dtype=dtype) + shift
-
-
-def _expand_segments(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positions of `_segment_positions` and the owner t of each."""
-    owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device, dtype=lengths.dtype), lengths)
-    return _segment_positions(starts, lengths), owner
-
-
-def _row_chunks(work: torch.Tensor, budget: int, max_rows: int | None = None):
-    """Yield consecutive row-index tensors whose summed `work` stays within `budget` (>= 1 row)."""
-    n = work.numel()
-    cumulative = np.concatenate([[0], work.cpu().numpy().cumsum()])
-    start = 0
-    while start < n:
-        end = int(np.searchsorted(cumulative, cumulative[start] + budget, side="right")) - 1
-        end = max(end, start + 1)
-        if max_rows is not None:
-            end = min(end, start + max_rows)
-        end = min(end, n)
-        yield torch.arange(start, end, device=work.device)
-        start = end

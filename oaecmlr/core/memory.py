@@ -17,7 +17,7 @@ MODES = ("mean", "hard")
 
 
 class ClusterMemory(nn.Module):
-    def __init__(self, num_features: int, temperature: float = 0.05, momentum: float = 0.1, mode: str = "mean"):
+    def __init__(self, num_features: int, *, temperature: float = 0.05, momentum: float = 0.1, mode: str = "mean"):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown memory mode {mode!r}; choose one of {', '.join(MODES)}")

@@ -11,8 +11,9 @@ import torch
 
 from oaecmlr.core.camera_jaccard import camera_encoding, camera_parameters, rankings_for
 from oaecmlr.core.dbscan import dbscan
-from oaecmlr.core.jaccard import Csr, _check_k, encode_features, jaccard_rows, symmetrize
+from oaecmlr.core.jaccard import _check_k, encode_features, jaccard_rows, symmetrize
 from oaecmlr.core.knn import check_features, knn
+from oaecmlr.core.sparse import Csr
 
 # DBSCAN only needs pairs with d <= eps; a little more is kept so the graph is a safe superset.
 _EPS_SLACK = 0.05
@@ -51,7 +52,7 @@ class PseudoLabels:
         return sp.csr_matrix((block.data, block.indices, indptr), shape=(n, n))
 
 
-def pseudo_labels(features: torch.Tensor, eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6,
+def pseudo_labels(features: torch.Tensor, *, eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6,
                   knn_backend: str = "auto", camids=None, **camera) -> PseudoLabels:
     """Cluster L2-normalised features (N x D) with DBSCAN on the k-reciprocal Jaccard distance, or,
     with `camids`, on the camera-aware CA-Jaccard distance (`camera`: k1_intra, k1_inter, k2_intra,

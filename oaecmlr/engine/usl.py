@@ -39,11 +39,13 @@ class UnsupervisedLoop(Loop):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         memory = self.config.memory
-        self.memory = ClusterMemory(self.core.feature_dim, memory.temperature, memory.momentum, memory.mode).to(self.device)
+        self.memory = ClusterMemory(self.core.feature_dim, temperature=memory.temperature, momentum=memory.momentum,
+                                    mode=memory.mode).to(self.device)
         self.proxies = None
         if memory.camera_proxies:
-            self.proxies = CameraProxyMemory(self.core.feature_dim, memory.camera_temperature, memory.momentum,
-                                             memory.camera_negatives, memory.mode).to(self.device)
+            self.proxies = CameraProxyMemory(self.core.feature_dim, temperature=memory.camera_temperature,
+                                             momentum=memory.momentum, negatives=memory.camera_negatives,
+                                             mode=memory.mode).to(self.device)
         self.camids = torch.as_tensor(self.data.train.camids, device=self.device)
         self._rounds: list[int] = []
         self._proxy_rounds: list[int] = []
@@ -74,8 +76,8 @@ class UnsupervisedLoop(Loop):
         clustered_on = camera_normalise(features, camids, cluster.camera_norm)
         camera = ({"camids": camids, "k1_intra": cluster.k1_intra, "k1_inter": cluster.k1_inter,
                    "k2_intra": cluster.k2_intra, "k2_inter": cluster.k2_inter} if cluster.camera_jaccard else {})
-        clustering = pseudo_labels(clustered_on, cluster.eps, cluster.min_samples, cluster.k1, cluster.k2,
-                                   cluster.knn_backend, **camera)
+        clustering = pseudo_labels(clustered_on, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1,
+                                   k2=cluster.k2, knn_backend=cluster.knn_backend, **camera)
         timings.update({k: v for k, v in clustering.timings.items() if k != "total"})
         before = clustering.labels
         if clustering.num_clusters == 0:
