@@ -93,13 +93,16 @@ def test_cluster_size_histogram():
     assert custom == {"1-2": 2, "3-9": 1, ">=10": 0}
 
 
-def test_cross_camera_fraction():
-    from oaecmlr.core.diagnostics import cross_camera_fraction
+def test_camera_spread():
+    from oaecmlr.core.diagnostics import camera_spread
 
     labels = np.array([0, 0, 1, 1, 2, -1, 2])
     camids = np.array([0, 1, 0, 0, 1, 0, 1])
-    assert cross_camera_fraction(labels, camids) == pytest.approx(1 / 3)
-    assert cross_camera_fraction(np.full(3, -1), np.zeros(3)) == 0.0
+    spread = camera_spread(labels, camids)
+    assert spread["cross_camera"] == pytest.approx(1 / 3)  # cluster 0 only
+    assert spread["cameras_per_cluster"] == pytest.approx(4 / 3)
+    assert spread["cross_camera_images"] == pytest.approx(2 / 6)
+    assert camera_spread(np.full(3, -1), np.zeros(3))["cross_camera"] == 0.0
 
 
 # --- OAE and CMLR diagnostics (docs/method.md sections 3 and 4, Logged) ------------------------------------

@@ -73,12 +73,6 @@ def cluster_size_histogram(labels: np.ndarray, edges=(1, 2, 4, 8, 16, 32, 64, 12
     return out
 
 
-def cross_camera_fraction(labels: np.ndarray, camids: np.ndarray) -> float:
-    """Share of clusters whose members come from more than one camera (needs no identities).
-    Clusters of one camera teach little about matching across cameras."""
-    return camera_spread(labels, camids)["cross_camera"]
-
-
 def camera_spread(labels: np.ndarray, camids: np.ndarray) -> dict[str, float]:
     """How clusters span cameras (needs no identities): the share of clusters holding more than one
     camera, the mean number of cameras per cluster, and the share of clustered images whose
