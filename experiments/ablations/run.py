@@ -76,6 +76,44 @@ def row(variant: str, names: list[str], runs_dir: str) -> dict:
     }
 
 
+METHOD = (("purity", True), ("oae_pairwise_precision", True), ("oae_precision", True), ("oae_ceiling", True),
+          ("oae_assigned_share", True), ("oae_same_camera", True), ("cmlr_mass_clean", True),
+          ("cmlr_mass_mislabelled", True), ("cmlr_auroc", False), ("cmlr_kl", False), ("cmlr_mislabelled", True))
+
+
+def method_row(variant: str, names: list[str], runs_dir: str) -> dict:
+    """Each diagnostic at the last epoch (mean ± std over seeds) and its path over the epochs (the
+    seeds' mean at the first, middle and last clustering)."""
+    summaries = [run_record(run_dir(n, runs_dir)).summary for n in names]
+    out = {"variant": variant, "seeds": len(names)}
+    for key, _ in METHOD:
+        last = [getattr(s.latest_clusters, key) for s in summaries if s.latest_clusters is not None]
+        out[key] = mean_std([v for v in last if v is not None])
+        paths = [[getattr(c, key) for c in s.clusters] for s in summaries]
+        length = min((len(p) for p in paths), default=0)
+        if length and all(v is not None for p in paths for v in p[:length]):
+            marks = sorted({0, (length - 1) // 2, length - 1})
+            out[f"{key}_path"] = [(m + 1, sum(p[m] for p in paths) / len(paths)) for m in marks]
+    return out
+
+
+def method_table(rows: list[dict]) -> str:
+    """Markdown: a row per diagnostic, a column per variant; 'last epoch (e1 -> mid -> last)'."""
+    lines = ["| diagnostic | " + " | ".join(r["variant"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for key, percent in METHOD:
+        cells = []
+        for r in rows:
+            value = r[key]
+            text = fmt(value, percent) if percent or value is None else f"{value['mean']:.2f} ± {value['std']:.2f}"
+            path = r.get(f"{key}_path")
+            if path and text != "-":
+                scale = 100 if percent else 1
+                text += " (" + " → ".join(f"e{e} {scale * v:.{0 if percent else 2}f}" for e, v in path) + ")"
+            cells.append(text)
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fmt(value, percent=True, seeds=None) -> str:
     if value is None:
         return "-"
@@ -111,16 +149,22 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="summarise finished runs, train nothing")
     parser.add_argument("--group", action="append", metavar="LABEL=RUN,RUN",
                         help="table these finished runs as one row (repeatable); trains nothing")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="with --group: also the OAE and CMLR diagnostics, last epoch and over the epochs")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
+    rows, method_rows = [], []
     if args.group:
         for group in args.group:
             label, _, names = group.partition("=")
             kept = [n for n in names.split(",") if n and finished(n, args.runs_dir, say=True)]
             if kept:
                 rows.append(row(label, kept, args.runs_dir))
+                method_rows.append(method_row(label, kept, args.runs_dir))
         print(table(rows))
+        if args.diagnostics:
+            print()
+            print(method_table(method_rows))
         return
     variants = CAMERA_VARIANTS if args.variants == "camera-ablation" else args.variants.split(",")
     for variant in variants:
