@@ -8,6 +8,7 @@ builds the same memory. The camera-aware pieces (section 11) are off unless conf
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +32,13 @@ from oaecmlr.data.sampler import max_occurrences
 from oaecmlr.engine.health import clustering_findings
 from oaecmlr.engine.loop import EpochLabels, Loop
 from oaecmlr.store.schema import Cluster, HealthWarning
+
+
+@dataclass(frozen=True)
+class NoLabels:
+    """Why an epoch has no pseudo-labels (rank 0 broadcasts it; every rank then fails the run)."""
+
+    reason: str
 
 
 class UnsupervisedLoop(Loop):
@@ -58,8 +66,8 @@ class UnsupervisedLoop(Loop):
         timings = {"extract": time.perf_counter() - started}
         labels, geometry = self.pseudo_label(features, epoch, timings) if self.dist.is_main else (None, None)
         labels = self.dist.broadcast_object(labels)
-        if isinstance(labels, str):
-            raise self.fail(labels)
+        if isinstance(labels, NoLabels):
+            raise self.fail(labels.reason)
         if geometry is None:  # ranks other than 0
             geometry = cluster_geometry(features, labels.labels.numpy())
         self.memory.initialise(geometry.centroids)
@@ -67,7 +75,7 @@ class UnsupervisedLoop(Loop):
             self.proxies.initialise(features, labels.labels, self.camids)
         return labels
 
-    def pseudo_label(self, features: torch.Tensor, epoch: int, timings: dict) -> tuple[EpochLabels | str, Clusters | None]:
+    def pseudo_label(self, features: torch.Tensor, epoch: int, timings: dict) -> tuple[EpochLabels | NoLabels, Clusters | None]:
         """Rank 0: this epoch's labels, the geometry of the raw features (the memory's), and the cluster
         event (or why there are no labels). DBSCAN, OAE and CMLR all see the features that were
         clustered (camera-normalised under `cluster.camera_norm`); the memory sees the raw ones."""
@@ -81,8 +89,8 @@ class UnsupervisedLoop(Loop):
         timings.update({k: v for k, v in clustering.timings.items() if k != "total"})
         before = clustering.labels
         if clustering.num_clusters == 0:
-            return (f"no clusters at epoch {epoch}: all {before.size} images are DBSCAN outliers; "
-                    "raise cluster.eps or lower cluster.min_samples"), None
+            return NoLabels(f"no clusters at epoch {epoch}: all {before.size} images are DBSCAN outliers; "
+                            "raise cluster.eps or lower cluster.min_samples"), None
 
         started = time.perf_counter()
         assigned = self.explore_outliers(clustered_on, clustering, epoch)
@@ -90,7 +98,7 @@ class UnsupervisedLoop(Loop):
         timings["oae"] = time.perf_counter() - started
         warnings, fatal = clustering_findings(labels, cluster.eps, cluster.min_samples)
         if fatal:
-            return f"epoch {epoch}: {fatal}", None
+            return NoLabels(f"epoch {epoch}: {fatal}"), None
 
         started = time.perf_counter()
         geometry = cluster_geometry(clustered_on, labels)
