@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from oaecmlr import __version__
-from oaecmlr.cli.common import TableOrJson, console, err_console, one_line_warnings
+from oaecmlr.cli.common import TableOrJson, console, err_console, escape, one_line_warnings
 
 app = typer.Typer(
     name="oaecmlr",
@@ -442,8 +442,6 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # an Exit inside a command comes back as its code
     except OaecmlrError as exc:
-        from rich.markup import escape
-
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:

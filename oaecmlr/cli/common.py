@@ -1,4 +1,5 @@
-"""Shared CLI pieces: output formats, JSON printing and the one-line error policy."""
+"""Shared CLI pieces: output formats, JSON printing, the one-line error policy, and `escape` for
+every text printed through Rich that came from a file, a user or an exception."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from enum import Enum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as escape_markup
+
+from oaecmlr.formatting import printable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,12 +32,16 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def escape(text: Any) -> str:
+    """`text` safe to print with Rich markup: its control characters escaped (a terminal escape in a
+    note, a dataset name or an error message is shown, never obeyed) and its [markup] escaped."""
+    return escape_markup(printable(str(text)))
+
+
 def one_line_warnings() -> None:
     """Show Python warnings as one line each on stderr: `warning:` (e.g. unusual dataset counts), or
     `note:` for categories that say they are one (a `label` attribute, e.g. a dataset subset)."""
     import warnings
-
-    from rich.markup import escape
 
     def show(message, category, filename, lineno, file=None, line=None):
         label = getattr(category, "label", "warning")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
 from rich.panel import Panel
 
-from oaecmlr.cli.common import console, err_console, print_json
+from oaecmlr.cli.common import console, err_console, escape, print_json
 from oaecmlr.cli.tables import Section, csv_text, latex, markdown, rich_table
 from oaecmlr.errors import RunError
 from oaecmlr.formatting import duration, epoch_text, pct

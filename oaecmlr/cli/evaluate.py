@@ -211,7 +211,7 @@ def heading(result: dict) -> str:
 
 def eval_command(name: str, runs_dir: str | None, checkpoint: str | None, rerank: bool, fmt: str,
                  visrank: str | None, num: int, device: str, options: FileOptions | None = None) -> None:
-    from rich.markup import escape
+    from oaecmlr.cli.common import escape
 
     result = evaluate_run(name, runs_dir, checkpoint, rerank, device, visrank, num, options)
     if fmt == "json":

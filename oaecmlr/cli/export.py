@@ -109,7 +109,7 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
 
 def export_command(target_name: str, runs_dir: str | None, out: str | None, checkpoint: str | None, device: str,
                    force: bool, options: FileOptions | None = None) -> None:
-    from rich.markup import escape
+    from oaecmlr.cli.common import escape
 
     from oaecmlr.cli.common import console
 

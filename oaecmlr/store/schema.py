@@ -4,8 +4,10 @@ and everything that watches it (the CLI, the dashboard, compare, scripts with jq
 On disk an event is one JSON object: `{"event": KIND, "time": UNIX_SECONDS, FIELD: VALUE, ...}`.
 Writers build these classes; readers parse lines back into them with `parse_event`, which accepts
 unknown fields (ignored) and unknown kinds (`UnknownEvent`, so newer files stay readable), and
-refuses a known kind whose fields have the wrong types (`EventError`), so no reader ever computes
-with a string where a number belongs. Fractions (mAP, purity, ...) are in [0, 1].
+refuses a known kind whose fields have the wrong types or lie out of range (`EventError`; the
+ranges are `oaecmlr.store.ondisk.EVENT_RULES`), so no reader ever computes with a string where a
+number belongs, or with NaN, or with a 400-digit integer. Fractions (mAP, purity, ...) are in [0, 1];
+texts come back with their control characters escaped.
 
 Schema versions (the `schema` field of `start`): 1 - the first contract; 2 - typed classes,
 `warning` events, provenance in `start`, camera diagnostics in `cluster`; 3 - OAE and CMLR diagnostics
@@ -19,6 +21,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from oaecmlr.store.ondisk import event_value, shown
 
 SCHEMA_VERSION = 3
 
@@ -225,10 +229,12 @@ def parse_event(raw: Any) -> Event:
     """An event from its JSON object; EventError when it is not one or a field has the wrong type."""
     if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):
         raise EventError("not an event object")
-    kind = raw["event"]
-    time = raw.get("time", 0.0)
-    if not _is_number(time):
-        raise EventError(f"{kind}: time must be a number, got {time!r}")
+    kind, wrong = event_value("kind", raw["event"])
+    if wrong:
+        raise EventError(f"event must be {wrong}, got {shown(raw['event'])}")
+    time, wrong = event_value("time", raw.get("time", 0.0))
+    if wrong:
+        raise EventError(f"{kind}: time must be {wrong}, got {shown(raw.get('time'))}")
     cls = KINDS.get(kind)
     if cls is None:
         return UnknownEvent(time=float(time), event=kind, fields={k: v for k, v in raw.items() if k not in ("event", "time")})
@@ -240,7 +246,11 @@ def parse_event(raw: Any) -> Event:
             continue
         value = raw[name]
         if not check(value):
-            raise EventError(f"{kind}: {name} must be {_describe(hint)}, got {value!r}")
+            raise EventError(f"{kind}: {name} must be {_describe(hint)}, got {shown(value)}")
+        if value is not None:
+            value, wrong = event_value(name, value)
+            if wrong:
+                raise EventError(f"{kind}: {name} must be {wrong}, got {shown(raw[name])}")
         values[name] = float(value) if hint is float and isinstance(value, int) else value
     return cls(time=float(time), **values)
 
