@@ -30,7 +30,8 @@ def load_records(names: list[str], runs_dir: str | None) -> list[RunRecord]:
         if run.name in seen:
             raise RunError(f"run {run.name} is listed twice; compare distinct runs")
         seen.add(run.name)
-    return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False))
+    return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
+                                                          soft_wrap=True))
             for r in runs]
 
 

@@ -1,0 +1,299 @@
+"""Hostile files and bad luck, second round (issue 26): files in a run folder and in the image cache
+are checked before anything acts on them, every read is bounded, settings have upper bounds, resume
+checks config.toml as run does, text from files never reaches a terminal raw. One case per item, at
+the smallest size that shows it (items 1 and 9, `stop` and orphans, are tested elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from enginefixtures import cli
+from runfixtures import make_run
+
+from oaecmlr.store import ondisk
+from oaecmlr.store.runs import RunDir
+
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J"
+
+
+def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`oaecmlr ARGS` through the real entry point, in this process."""
+    from oaecmlr.cli.app import main as entry
+
+    monkeypatch.setattr(sys, "argv", ["oaecmlr", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "\x1b" not in err, err
+    return errors[0]
+
+
+def views(monkeypatch, capsys, root: Path, name: str = "a") -> list[tuple[int, str, str]]:
+    """runs (table and json), show (table and json) and compare, each as (code, out, err)."""
+    make_run(root, "other")
+    return [main(monkeypatch, capsys, *args, "--runs-dir", root) for args in
+            (["runs"], ["runs", "--format", "json"], ["show", name], ["show", name, "--format", "json"],
+             ["compare", name, "other"])]
+
+
+# 4. hangs: every read is bounded, only regular files are read --------------------------------------------
+def test_a_line_longer_than_the_limit_is_skipped_without_being_read_whole(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path, "a")
+    lines = len(run.joinpath("events.jsonl").read_text().splitlines())
+    with open(run / "events.jsonl", "a") as f:
+        f.write('{"event": "warning", "what": "x", "message": "' + "y" * (ondisk.LINE_LIMIT + 10) + '"}\n')
+        f.write(json.dumps({"event": "epoch_end", "time": 2e9, "epoch": 9}) + "\n")
+    for code, out, err in views(monkeypatch, capsys, tmp_path):
+        assert code == 0 and "Traceback" not in err
+        assert f"events.jsonl:{lines + 1}: skipping a line longer than 1,048,576 bytes" in err, err
+        assert "yyyy" not in out
+    code, out, _ = main(monkeypatch, capsys, "show", "a", "--format", "json", "--runs-dir", tmp_path)
+    assert json.loads(out)["epoch"] == 9  # the line after it is read
+
+
+def test_a_long_line_split_over_many_chunks_is_skipped(tmp_path, monkeypatch):
+    from oaecmlr.store.events import EventTail
+
+    path = tmp_path / "events.jsonl"
+    good = json.dumps({"event": "epoch_end", "time": 1.0, "epoch": 1})
+    path.write_text(good + "\n" + "z" * 5000 + "\n" + good.replace("1}", "2}") + "\n")
+    monkeypatch.setattr(EventTail, "CHUNK", 64)
+    warned = []
+    tail = EventTail(path, warn=warned.append, line_limit=1000)
+    assert [e.epoch for e in tail.read_new()] == [1, 2]
+    assert warned == [f"{path}:2: skipping a line longer than 1,000 bytes"]
+    assert len(tail._partial) <= 1000 + EventTail.CHUNK  # never held whole
+
+
+def test_oversized_meta_and_status_are_skipped(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path, "a")
+    (run / "meta.json").write_text(json.dumps({"note": "n" * ondisk.META_LIMIT}))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "pad": "p" * ondisk.STATUS_LIMIT}))
+    for index, (code, out, err) in enumerate(views(monkeypatch, capsys, tmp_path)):
+        assert code == 0 and "nnnn" not in out, err
+        assert "status.json holds 65," in err, err
+        if index < 4:  # runs and show read notes, compare does not
+            assert "meta.json holds 262," in err and "more than the 262,144 it may; skipped" in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", ["status.json", "meta.json", "events.jsonl"])
+def test_a_fifo_in_place_of_a_file_blocks_no_reader(tmp_path, name):
+    run = make_run(tmp_path, "a")
+    make_run(tmp_path, "healthy")
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    for args in (["runs", "--format", "json"], ["show", "a"], ["compare", "a", "healthy"]):
+        result = cli(*args, "--runs-dir", str(tmp_path), timeout=60)  # a blocked open would time out
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        if (name, args[0]) != ("meta.json", "compare"):  # compare reads no notes
+            assert f"{name} is not a regular file; skipped" in result.stderr, result.stderr
+    listed = json.loads(cli("runs", "--format", "json", "--runs-dir", str(tmp_path), timeout=60).stdout)
+    assert {row["name"] for row in listed} == {"healthy"} | ({"a"} if name != "events.jsonl" else {"a"})
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_the_dashboard_reader_is_not_blocked_by_fifos(tmp_path):
+    from oaecmlr_tui.tailer import RunTracker, read_log_tail
+
+    run = make_run(tmp_path, "a")
+    make_run(tmp_path, "healthy")
+    for name in ("status.json", "meta.json", "log.txt"):
+        (run / name).unlink(missing_ok=True)
+        os.mkfifo(run / name)
+    tracker = RunTracker(tmp_path)
+    done = threading.Event()
+
+    def poll():
+        tracker.poll()
+        tracker.feeds["a"].status()
+        read_log_tail(run / "log.txt")
+        done.set()
+
+    threading.Thread(target=poll, daemon=True).start()
+    assert done.wait(30), "the dashboard's reader blocked on a FIFO"
+    assert {s.name for s in tracker.snapshots()} == {"a", "healthy"}  # the healthy run is not hidden
+    assert any("status.json is not a regular file" in m for _, m in tracker.take_warnings())
+
+
+def test_runs_reads_the_events_as_a_stream(tmp_path, monkeypatch):
+    """`runs` folds the events as they are read: the first row is known before the file is read to
+    its end, and a fold of the listing keeps two evaluations, whatever the number of events."""
+    from oaecmlr.store import runs as runs_module
+    from oaecmlr.store.events import EventTail
+
+    run = make_run(tmp_path, "a", epochs=15, sets={"run.eval_every": 1}, base_map=0.5, gain=-0.01)
+    monkeypatch.setattr(EventTail, "CHUNK", 256)
+    reads, folded = [], []
+    real_lines, real_add = EventTail._lines, runs_module.RunFold.add
+
+    def lines(self, chunk):
+        reads.append(len(folded))
+        return real_lines(self, chunk)
+
+    monkeypatch.setattr(EventTail, "_lines", lines)
+    monkeypatch.setattr(runs_module.RunFold, "add", lambda self, events: folded.extend(events) or real_add(self, events))
+    summary = runs_module.summarize_run(RunDir(run), history=False)
+    assert len(reads) > 50 and reads[-1] > 0  # many chunks, folded as they came
+    assert [e.epoch for e in summary.evaluations] == [1, 15]  # the best and the last of 16
+    assert summary.losses == () and len(summary.clusters) == 1
+
+
+def test_the_listing_fold_agrees_with_the_full_fold(tmp_path):
+    """The oracle: on run histories of every shape, `runs` (history=False) shows what the full fold
+    (show, compare) gives."""
+    import random
+
+    from oaecmlr.cli.views import run_row
+    from oaecmlr.store.runs import summarize_run
+    from oaecmlr.store.schema import Eval
+
+    rng = random.Random(0)
+    for case in range(30):
+        state = rng.choice(["finished", "failed", "stopped", "running"])
+        run = make_run(tmp_path, f"r{case}", state=state, epochs=rng.randint(1, 8), sets={"run.eval_every": rng.randint(1, 3)},
+                       base_map=0.2 + rng.random() * 0.3, gain=rng.choice([-0.02, 0.0, 0.04]))
+        if rng.random() < 0.5:  # equal mAPs: the first of equals is the best
+            with open(run / "events.jsonl", "a") as f:
+                for epoch in (1, 2):
+                    record = {"event": "eval", "time": 2e9 + epoch, **{k: getattr(Eval(epoch=epoch, mAP=0.5, rank1=0.6,
+                              rank5=0.7, rank10=0.8, mINP=0.1), k) for k in ("epoch", "mAP", "rank1", "rank5", "rank10",
+                                                                            "mINP")}}
+                    f.write(json.dumps(record) + "\n")
+        full, light = summarize_run(RunDir(run)), summarize_run(RunDir(run), history=False)
+        assert {**run_row(light), "elapsed": light.elapsed} == {**run_row(full), "elapsed": full.elapsed}
+        assert (light.best, light.final, light.latest_clusters) == (full.best, full.final, full.latest_clusters)
+
+
+# 5. valid JSON of the wrong type or out of range -----------------------------------------------------------
+EVAL = {"event": "eval", "time": 2e9, "epoch": 7, "mAP": 0.5, "rank1": 0.5, "rank5": 0.5, "rank10": 0.5, "mINP": 0.5}
+WRONG_EVENTS = {
+    "400-digit mAP": ({**EVAL, "mAP": int("9" * 400)}, "eval: mAP must be a number between"),
+    "400-digit time": ({**EVAL, "time": int("9" * 400)}, "eval: time must be a number between"),
+    "NaN mAP": ('{"event": "eval", "time": 2e9, "epoch": 7, "mAP": NaN, "rank1": 0.5, "rank5": 0.5, "rank10": 0.5, '
+                '"mINP": 0.5}', "NaN is not a finite number"),
+    "Infinity mAP": ('{"event": "eval", "time": 2e9, "epoch": 7, "mAP": Infinity, "rank1": 0.5, "rank5": 0.5, '
+                     '"rank10": 0.5, "mINP": 0.5}', "Infinity is not a finite number"),
+    "mAP above 1": ({**EVAL, "mAP": 3.0}, "eval: mAP must be a number between -1e-06 and 1"),
+    "string in timings": ({"event": "cluster", "time": 2e9, "epoch": 9, "clusters": 3, "outliers_before": 1,
+                           "outliers_after": 0, "oae_assigned": 1, "timings": {"knn": "slow"}},
+                          "cluster: timings must be an object whose values are each a number"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_EVENTS))
+def test_an_event_of_the_wrong_type_or_range_is_skipped_by_every_reader(tmp_path, monkeypatch, capsys, case):
+    line, reason = WRONG_EVENTS[case]
+    run = make_run(tmp_path, "a")
+    number = len((run / "events.jsonl").read_text().splitlines()) + 1
+    with open(run / "events.jsonl", "a") as f:
+        f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    for code, out, err in views(monkeypatch, capsys, tmp_path):
+        assert code == 0 and "Traceback" not in err, err
+        assert f"events.jsonl:{number}: skipping a malformed event" in err and reason in err, err
+    code, out, _ = main(monkeypatch, capsys, "show", "a", "--format", "json", "--runs-dir", tmp_path)
+    assert 7 not in [e["epoch"] for e in json.loads(out)["evaluations"]]
+
+
+def test_the_dashboard_skips_nan_and_its_plot_takes_no_non_finite_point(tmp_path):
+    from oaecmlr_tui.plot import Series, render_plot
+    from oaecmlr_tui.tailer import RunTracker
+
+    run = make_run(tmp_path, "a")
+    with open(run / "events.jsonl", "a") as f:
+        f.write(WRONG_EVENTS["NaN mAP"][0] + "\n")
+    tracker = RunTracker(tmp_path)
+    tracker.poll()
+    (summary,) = tracker.snapshots()
+    assert all(e.epoch != 7 for e in summary.evaluations)
+    assert "NaN is not a finite number" in tracker.take_warnings()[0][1]
+    lines = render_plot([Series("mAP", ((1.0, 0.2), (2.0, float("nan")), (3.0, float("inf"))))], 40, 10)
+    assert len(lines) == 10  # no ValueError on NaN or Infinity
+
+
+WRONG_STATUS = {
+    "a list": ("[1, 2]", "status.json: not a JSON object but list; skipped"),
+    "a dict as state": ('{"state": {"x": 1}, "pid": 1}', "status.json: field state must be one of starting"),
+    "pid 10**23": ('{"state": "running", "pid": 100000000000000000000000, "host": "%s"}',
+                   "status.json: field pid must be an integer between 1 and 4,194,304, got 1000000000000"),
+    "string updated": ('{"state": "running", "host": "elsewhere", "updated": "yesterday"}',
+                       "status.json: field updated must be a number between 0 and"),
+    "NaN updated": ('{"state": "running", "host": "elsewhere", "updated": NaN}', "status.json: NaN is not a finite number"),
+    "pid true": ('{"state": "running", "pid": true, "host": "%s"}', "status.json: field pid must be an integer"),
+    "workers of strings": ('{"state": "starting", "workers": ["1"]}', "status.json: field workers must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_STATUS))
+def test_a_status_of_the_wrong_type_is_skipped_with_one_warning(tmp_path, monkeypatch, capsys, case):
+    import socket
+
+    text, warning = WRONG_STATUS[case]
+    run = make_run(tmp_path, "a")
+    (run / "status.json").write_text(text.replace("%s", socket.gethostname()))
+    for code, out, err in views(monkeypatch, capsys, tmp_path):
+        assert code == 0 and "Traceback" not in err, err
+        assert err.count(warning) == 1, err
+    status = RunDir(run).read_status()
+    assert all(ondisk.STATUS_RULES[k][0](v) for k, v in status.items() if k in ondisk.STATUS_RULES)
+
+
+def test_status_fields_of_a_newer_writer_pass_through(tmp_path):
+    run = RunDir(tmp_path)
+    run.status_file.write_text(json.dumps({"state": "running", "pid": 5, "newer": [1, 2]}))
+    assert run.read_status() == {"state": "running", "pid": 5, "newer": [1, 2]}
+
+
+# 6. terminal escapes are shown escaped, never obeyed -------------------------------------------------------
+def test_escapes_in_notes_tags_warnings_and_datasets_never_reach_the_terminal(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path, "a", dataset="market" + ESCAPES)
+    with open(run / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": "warning", "time": 2e9, "what": "x", "message": "bad " + ESCAPES, "epoch": 1}) + "\n")
+    code, out, err = main(monkeypatch, capsys, "note", "a", "note " + ESCAPES, "--tag", "t" + ESCAPES[:6],
+                          "--runs-dir", tmp_path)
+    assert code == 0 and "\x1b" not in out + err and "\x07" not in out + err, (out, err)
+    for args in (["runs"], ["show", "a"], ["compare", "a", "a"], ["runs", "--where", "tag=x"]):
+        code, out, err = main(monkeypatch, capsys, *args, "--runs-dir", tmp_path)
+        assert "\x1b" not in out + err and "\x07" not in out + err, (args, out, err)
+    code, out, _ = main(monkeypatch, capsys, "show", "a", "--runs-dir", tmp_path)
+    assert r"note \x1b]0;PWNED\x07\x1b[2J" in out and r"bad \x1b]0;PWNED" in out
+    assert r"market\x1b]0;PWNED" in out
+
+
+def test_escapes_never_reach_the_dashboard(tmp_path):
+    from oaecmlr_tui.runs_screen import row_cells
+    from oaecmlr_tui.tailer import RunTracker, read_log_tail
+
+    run = make_run(tmp_path, "a", dataset="d" + ESCAPES)
+    (run / "meta.json").write_text(json.dumps({"note": ESCAPES, "tags": [ESCAPES]}))
+    with open(run / "log.txt", "a") as f:
+        f.write("warning " + ESCAPES + "\n")
+    tracker = RunTracker(tmp_path)
+    tracker.poll()
+    (summary,) = tracker.snapshots()
+    (_, meta), = tracker.metas()
+    keys = ("name", "dataset", "status", "note")
+    cells = row_cells(summary, False, keys, 40, meta, 80)
+    assert all("\x1b" not in cell.plain for cell in cells) and r"\x1b[2J" in cells[3].plain
+    assert all("\x1b" not in line for line in read_log_tail(run / "log.txt"))
+
+
+def test_printable_escapes_controls_and_keeps_the_rest():
+    from oaecmlr.formatting import printable
+
+    assert printable("plain ü 中 ✓") == "plain ü 中 ✓"
+    assert printable("a\nb\tc\x1b[2J\x07\u202e\x9b") == r"a\nb\tc\x1b[2J\x07\u202e\x9b"
+    assert all(printable(chr(c)).isprintable() for c in range(0x3000))
