@@ -49,6 +49,79 @@ def views(monkeypatch, capsys, root: Path, name: str = "a") -> list[tuple[int, s
              ["compare", name, "other"])]
 
 
+# 2. unbounded values: every number has an upper bound, the image cache's memory is checked first ----------
+@pytest.mark.parametrize("setting, words", [
+    ("run.threads=100000", ["run.threads must be between 0 and", "cores of this machine), got 100000"]),
+    ("data.height=100000", ["data.height must be between 8 and 1,024, got 100000"]),
+    ("data.synthetic_ids=100000000", ["data.synthetic_ids must be between 1 and 100,000"]),
+    ("run.seed=99999999999999999999999", ["run.seed must be between 0 and 18,446,744,073,709,551,615"]),
+    ("run.seed=-1", ["run.seed must be between 0 and"]),
+    ("optim.lr=1e6", ["optim.lr must be > 0 and <= 10"]),
+    ("train.dist_timeout=1e300", ["train.dist_timeout must be > 0 and <= 604800"]),
+    ("run.gpus=" + ",".join(["cpu"] * 64), ["starts 64 CPU workers on the", "use at most"]),
+])
+def test_unbounded_values_are_refused_before_anything_exists(tmp_path, monkeypatch, capsys, setting, words):
+    code, _, err = main(monkeypatch, capsys, "run", "demo", "--set", setting, "--runs-dir", tmp_path / "runs")
+    line = one_error_line(err)
+    assert code == 1 and all(w in line for w in words), line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_number_setting_has_an_upper_bound():
+    from oaecmlr.config import Config, ConfigError, set_value, validate
+
+    for dotted, default in Config().flat().items():
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        config = Config()
+        set_value(config, dotted, 10**30 if isinstance(default, int) else 1e30)
+        with pytest.raises(ConfigError, match=dotted.replace(".", r"\.")):
+            validate(config)
+
+
+def test_the_image_cache_that_cannot_fit_is_refused_naming_the_setting(tmp_path, monkeypatch, capsys):
+    import oaecmlr.engine.launch as launch
+
+    monkeypatch.setattr(launch, "available_memory", lambda: 50_000_000)
+    code, _, err = main(monkeypatch, capsys, "run", "demo", "--set", "data.synthetic_ids=5000",
+                        "--runs-dir", tmp_path / "runs")
+    line = one_error_line(err)
+    assert code == 1 and "the image cache needs 994.8 MB for 80,960 images of data.height x data.width = 64 x 32" in line
+    assert "this machine has 50.0 MB of memory available" in line
+    assert "lower data.synthetic_ids (now 5,000)" in line and "data.height and data.width" in line
+    assert not (tmp_path / "runs").exists()
+    data = tmp_path / "market"  # a real layout: the images counted from the records, none decoded
+    for folder, name in (("bounding_box_train", "0001_c1s1_000001_00.jpg"), ("query", "0002_c1s1_000001_00.jpg"),
+                         ("bounding_box_test", "0002_c2s1_000002_00.jpg")):
+        (data / folder).mkdir(parents=True)
+        (data / folder / name).write_bytes(b"not decoded")
+    monkeypatch.setattr(launch, "available_memory", lambda: 1_000_000)
+    code, _, err = main(monkeypatch, capsys, "run", "market", "--gpus", "cpu", "--data-root", data, "--set", "data.height=1024",
+                        "--set", "data.width=1024", "--runs-dir", tmp_path / "runs")
+    line = one_error_line(err)
+    assert "needs 9.4 MB for 3 images of data.height x data.width = 1024 x 1024, but this machine has 1.0 MB" in line
+    assert "lower data.height and data.width" in line and not (tmp_path / "runs").exists()
+
+
+def test_available_memory_is_read():
+    from oaecmlr.engine.devices import available_memory
+
+    free = available_memory()
+    assert free is None or 0 < free < 2**50
+
+
+@pytest.mark.e2e
+def test_the_largest_seed_trains(tmp_path):
+    from enginefixtures import events_of, tiny_config
+
+    from oaecmlr.engine.launch import start_run
+
+    config = tiny_config("run.epochs=1", f"run.seed={2**64 - 1}")
+    start_run(config, "seed", str(tmp_path), preset="demo")
+    events = events_of(tmp_path / "seed")
+    assert events[0]["seed"] == 2**64 - 1 and events[-1]["event"] == "end"
+
+
 # 4. hangs: every read is bounded, only regular files are read --------------------------------------------
 def test_a_line_longer_than_the_limit_is_skipped_without_being_read_whole(tmp_path, monkeypatch, capsys):
     run = make_run(tmp_path, "a")

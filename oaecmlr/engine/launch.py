@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from oaecmlr.config import Config, to_toml, validate
+from oaecmlr.config.checks import check_image_memory, synthetic_images
 from oaecmlr.engine.checkpoint import load_model_weights
-from oaecmlr.engine.devices import parse_gpus
+from oaecmlr.engine.devices import available_memory, parse_gpus
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
 from oaecmlr.engine.process import train_process
 from oaecmlr.engine.rundata import load_splits
@@ -47,11 +48,15 @@ def default_name(config: Config, preset: str | None) -> str:
 def check_inputs(config: Config) -> None:
     """Everything that can be checked before the run folder exists: devices, data layout, --init."""
     parse_gpus(config.run.gpus)
-    if config.data.dataset != "synthetic":
+    if config.data.dataset == "synthetic":
+        images = synthetic_images(config)
+    else:
         splits = load_splits(config.data)
         for split in ("train", "query", "gallery"):
             if not splits.split(split):
                 raise DatasetError(f"the {split} split of {config.data.dataset} under {splits.root} is empty")
+        images = sum(len(splits.split(split)) for split in ("train", "query", "gallery"))
+    check_image_memory(config, images, available_memory())
     if config.model.pretrained and not Path(config.model.pretrained).is_file():
         raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
     if config.model.init:
