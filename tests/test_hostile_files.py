@@ -122,6 +122,35 @@ def test_the_largest_seed_trains(tmp_path):
     assert events[0]["seed"] == 2**64 - 1 and events[-1]["event"] == "end"
 
 
+# 3. resume checks config.toml as run checks a new config, before touching the run -------------------------
+@pytest.mark.parametrize("edit, words", [
+    (('arch = "resnet18"', 'arch = "evil"'), ["model.arch must be one of", "got 'evil'"]),
+    (("height = 256", "height = 0"), ["data.height must be between 8 and 1,024, got 0"]),
+    (("iterations = 200", "iterations = 12345678901234567890123"), ["run.iterations must be between 1 and 1,000,000"]),
+    (('gpus = "cpu"', 'gpus = "' + ",".join(["cpu"] * 64) + '"'), ["starts 64 CPU workers"]),
+    (("threads = 0", "threads = 100000"), ["run.threads must be between 0 and"]),
+    (("lr = 0.00035", 'lr = "fast"'), ["optim.lr expects a number, got 'fast'"]),
+])
+def test_resume_refuses_an_edited_config_and_leaves_the_run_as_it_was(tmp_path, monkeypatch, capsys, edit, words):
+    run = make_run(tmp_path, "r", state="stopped", sets={"model.arch": "resnet18"})
+    config = (run / "config.toml").read_text()
+    assert edit[0] in config
+    (run / "config.toml").write_text(config.replace(edit[0], edit[1]))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+    code, _, err = main(monkeypatch, capsys, "resume", "r", "--runs-dir", tmp_path)
+    line = one_error_line(err)
+    assert code == 1 and all(w in line for w in words) and "config.toml" in line, line
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
+
+
+def test_resume_bounds_its_own_options(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path, "r", state="stopped")
+    code, _, err = main(monkeypatch, capsys, "resume", "r", "--epochs", str(10**9), "--runs-dir", tmp_path)
+    assert code == 1 and "run.epochs must be between 0 and 10,000" in one_error_line(err)
+    code, _, err = main(monkeypatch, capsys, "resume", "r", "--gpus", ",".join(["cpu"] * 64), "--runs-dir", tmp_path)
+    assert code == 1 and "starts 64 CPU workers" in one_error_line(err)
+
+
 # 4. hangs: every read is bounded, only regular files are read --------------------------------------------
 def test_a_line_longer_than_the_limit_is_skipped_without_being_read_whole(tmp_path, monkeypatch, capsys):
     run = make_run(tmp_path, "a")
