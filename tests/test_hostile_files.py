@@ -151,6 +151,98 @@ def test_resume_bounds_its_own_options(tmp_path, monkeypatch, capsys):
     assert code == 1 and "starts 64 CPU workers" in one_error_line(err)
 
 
+# 7. the image cache: a checksum per entry, a cache path that is a file, defensive temp names, 0700 ------------
+def _images(folder: Path, count: int = 4) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (12, 6, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_a_cache_entry_overwritten_with_zeros_is_decoded_again(tmp_path, recwarn):
+    import numpy as np
+    import torch
+
+    from oaecmlr.data.cache import load_images
+
+    paths = _images(tmp_path / "img")
+    first = load_images(paths, 8, 4, cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.npy")
+    assert (tmp_path / "cache" / (entry.name + ".sha256")).is_file()  # the checksum beside it
+    np.save(entry, np.zeros(first.shape, dtype=np.uint8))  # same shape, no pixels
+    again = load_images(paths, 8, 4, cache_dir=tmp_path / "cache")
+    assert torch.equal(again, first) and again.sum() > 0
+    assert any("does not match its checksum; decoding the images again" in str(w.message) for w in recwarn)
+    assert torch.equal(load_images(paths, 8, 4, cache_dir=tmp_path / "cache"), first)  # rebuilt with a new checksum
+    (tmp_path / "cache" / (entry.name + ".sha256")).unlink()  # as if killed between the .npy and its checksum
+    assert torch.equal(load_images(paths, 8, 4, cache_dir=tmp_path / "cache"), first)
+    assert any("has no checksum" in str(w.message) for w in recwarn)
+
+
+def test_the_checksum_sees_every_block(monkeypatch):
+    import numpy as np
+
+    from oaecmlr.data import cache
+
+    monkeypatch.setattr(cache, "CHECKSUM_BLOCK", 1000)
+    images = np.arange(3 * 4500, dtype=np.uint8).reshape(3, 4500)
+    base = cache.checksum(images)
+    for index in (0, 999, 1000, 4499 * 3 - 1):
+        flipped = images.copy().reshape(-1)
+        flipped[index] ^= 1
+        assert cache.checksum(flipped.reshape(3, 4500)) != base
+    assert cache.checksum(images.copy()) == base
+
+
+def test_a_cache_path_that_is_a_file_only_warns(tmp_path, monkeypatch):
+    import torch
+
+    from oaecmlr.data.cache import load_images
+
+    paths = _images(tmp_path / "img")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    monkeypatch.setenv("OAECMLR_CACHE", str(blocker))
+    with pytest.warns(UserWarning, match="is not a folder; decoding without a disk cache"):
+        images = load_images(paths, 8, 4)
+    assert images.shape == (4, 3, 8, 4) and blocker.read_text() == "mine"
+    with pytest.warns(UserWarning, match="could not write image cache"):  # a path under a file
+        assert torch.equal(load_images(paths, 8, 4, cache_dir=blocker / "sub"), images)
+
+
+@pytest.mark.parametrize("pid", ["9" * 30, "\u00b2", "0", "-1", "4194305", ""])
+def test_a_temp_file_of_any_name_never_breaks_the_cache(tmp_path, pid):
+    import socket
+
+    from oaecmlr.data.cache import clean_stale_temp_files, load_images
+    from oaecmlr.tempfiles import writer_is_dead
+
+    (tmp_path / "cache").mkdir()
+    odd = tmp_path / "cache" / f".images-8x4-n4-x.npy.{socket.gethostname()}~{pid}~abcd.tmp"
+    odd.write_bytes(b"x")
+    assert writer_is_dead(odd) is False and clean_stale_temp_files(tmp_path / "cache") == []
+    load_images(_images(tmp_path / "img"), 8, 4, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1 and odd.exists()
+
+
+def test_the_cache_folder_is_private(tmp_path):
+    from oaecmlr.data.cache import load_images
+
+    old = os.umask(0)
+    try:
+        load_images(_images(tmp_path / "img"), 8, 4, cache_dir=tmp_path / "new" / "cache")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700
+
+
 # 4. hangs: every read is bounded, only regular files are read --------------------------------------------
 def test_a_line_longer_than_the_limit_is_skipped_without_being_read_whole(tmp_path, monkeypatch, capsys):
     run = make_run(tmp_path, "a")
