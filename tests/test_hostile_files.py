@@ -491,3 +491,151 @@ def test_printable_escapes_controls_and_keeps_the_rest():
     assert printable("plain ü 中 ✓") == "plain ü 中 ✓"
     assert printable("a\nb\tc\x1b[2J\x07\u202e\x9b") == r"a\nb\tc\x1b[2J\x07\u202e\x9b"
     assert all(printable(chr(c)).isprintable() for c in range(0x3000))
+
+
+# 10. tracebacks that are one line now ---------------------------------------------------------------------
+@pytest.fixture
+def shared_tmp():
+    """A folder another user can enter (pytest's tmp_path is private to root)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="oaecmlr-perm-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def as_another_user(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`oaecmlr ARGS` under an unprivileged user (root passes every permission check)."""
+    import shutil
+
+    command = [sys.executable, "-m", "oaecmlr.cli.app", *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: permissions cannot be shown")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "HOME": str(cwd), "OAECMLR_CACHE": str(cwd / "cache")})
+
+
+def tiny() -> list[str]:
+    from enginefixtures import tiny_sets
+
+    return tiny_sets()
+
+
+@pytest.mark.parametrize("mode, commands", [
+    (0o555, [["run", "demo", "--name", "x"]]),  # read-only
+    (0o000, [["runs"], ["show", "x"], ["run", "demo", "--name", "x"]]),  # unreadable
+])
+def test_a_runs_folder_without_permission_is_one_line(shared_tmp, mode, commands):
+    runs = shared_tmp / "runs"
+    runs.mkdir()
+    runs.chmod(mode)
+    for command in commands:
+        result = as_another_user(*command, "--runs-dir", str(runs), *(tiny() if command[0] == "run" else []),
+                                 cwd=shared_tmp)
+        line = one_error_line(result.stderr)
+        assert result.returncode == 1 and "Permission denied" in line and str(runs) in line, (command, line)
+        assert "pass --runs-dir" in line and "no runs" not in result.stderr
+
+
+def test_a_runs_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file")
+    for how in ("option", "environment"):
+        options = ["--runs-dir", blocker] if how == "option" else []
+        if how == "environment":
+            monkeypatch.setenv("OAECMLR_RUNS", str(blocker))
+        for command in (["runs"], ["show", "x"], ["run", "demo", *tiny()]):
+            code, _, err = main(monkeypatch, capsys, *command, *options)
+            line = one_error_line(err)
+            assert code == 1 and str(blocker) in line and ("is a file" in line or "Not a directory" in line), line
+    assert blocker.read_text() == "a file"
+
+
+def test_output_folders_under_a_file_or_on_a_read_only_disk_are_refused_first(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for command in (["eval", "nothing", "--visrank", blocker / "ranks"], ["export", "nothing", "--out", blocker / "f"],
+                    ["export", "nothing", "--out", blocker]):
+        code, _, err = main(monkeypatch, capsys, *command, "--runs-dir", tmp_path)
+        line = one_error_line(err)
+        assert code == 1 and ("is a file, not a folder" in line or "which is a file, not a folder" in line), line
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only disk (root passes any mode check)
+    code, _, err = main(monkeypatch, capsys, "export", "nothing", "--out", tmp_path / "new", "--runs-dir", tmp_path)
+    assert code == 1 and "cannot write under" in one_error_line(err)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "cpu;x", "gpu", "99999999999"])
+def test_a_bad_device_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, device):
+    import torch
+
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has CUDA")
+    for command in ("eval", "export"):
+        code, _, err = main(monkeypatch, capsys, command, "nothing", "--device", device, "--runs-dir", tmp_path)
+        assert code == 1 and "--device" in one_error_line(err)
+
+
+def test_a_config_nested_too_deep_is_one_line(tmp_path, monkeypatch, capsys):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    code, _, err = main(monkeypatch, capsys, "run", "demo", "--config", deep, "--runs-dir", tmp_path / "runs")
+    assert code == 1 and "nested too deep" in one_error_line(err)
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * 2_000_000 + "\n")
+    code, _, err = main(monkeypatch, capsys, "run", "demo", "--config", huge, "--runs-dir", tmp_path / "runs")
+    assert code == 1 and "larger than 1,048,576 bytes" in one_error_line(err)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.toml")
+        code, _, err = main(monkeypatch, capsys, "run", "demo", "--config", tmp_path / "fifo.toml")
+        assert code == 1 and "is not a regular file" in one_error_line(err)
+
+
+def test_closing_a_run_on_a_full_disk_raises_nothing(tmp_path, monkeypatch):
+    import errno
+    import logging
+
+    from oaecmlr.engine.session import RunSession
+
+    session = RunSession(RunDir(tmp_path))
+    session.log.info("a line still in the buffer")
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logging.FileHandler, "flush", full)
+    session.close()  # logging's close() flushed into the full disk and raised
+
+
+def test_note_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+
+    run = make_run(tmp_path, "a")
+    (run / "meta.json").write_text('{"note": "before", "tags": []}')
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.endswith(".tmp"):
+            real(self, "partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, _, err = main(monkeypatch, capsys, "note", "a", "after", "--runs-dir", tmp_path)
+    assert code == 1 and "No space left on device" in one_error_line(err)
+    assert (run / "meta.json").read_text() == '{"note": "before", "tags": []}'
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_note_refuses_what_a_reader_would_skip(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path, "a")
+    code, _, err = main(monkeypatch, capsys, "note", "a", "n" * (ondisk.NOTE_LIMIT + 1), "--runs-dir", tmp_path)
+    assert code == 1 and "the note must be text of at most 10,000 characters" in one_error_line(err)
+    code, _, err = main(monkeypatch, capsys, "note", "a", "--tag", "t" * 65, "--runs-dir", tmp_path)
+    assert code == 1 and "the tags must be a list" in one_error_line(err)
