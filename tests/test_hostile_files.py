@@ -639,3 +639,107 @@ def test_note_refuses_what_a_reader_would_skip(tmp_path, monkeypatch, capsys):
     assert code == 1 and "the note must be text of at most 10,000 characters" in one_error_line(err)
     code, _, err = main(monkeypatch, capsys, "note", "a", "--tag", "t" * 65, "--runs-dir", tmp_path)
     assert code == 1 and "the tags must be a list" in one_error_line(err)
+
+
+# 11. a full disk while checkpointing: one line that says so; nothing lost, resume reproduces the run ---------
+def full_while_writing(monkeypatch, fail_at: int):
+    """torch.save fails on its `fail_at`-th call the way it does on a full disk (its own RuntimeError
+    after a partial write), and the disk looks full exactly while the partial temp file exists."""
+    import shutil
+
+    import torch
+
+    from oaecmlr.engine import checkpoint
+
+    real_save, real_usage, calls = torch.save, shutil.disk_usage, {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            f.write(b"partial")
+            f.flush()
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *args, **kwargs)
+
+    def usage(folder):
+        total, used, free = real_usage(folder)
+        partial = any(p.name.endswith(".tmp") for p in Path(folder).iterdir())
+        return type(real_usage(folder))(total, used, 0 if partial else free)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", usage)
+    return lambda: (monkeypatch.setattr(checkpoint.torch, "save", real_save),
+                    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real_usage))
+
+
+@pytest.mark.e2e
+def test_a_full_disk_at_the_second_checkpoint_says_so_and_resume_reproduces_the_run(tmp_path, monkeypatch):
+    from enginefixtures import events_of, tiny_config
+
+    from oaecmlr.engine.launch import resume_run, start_run
+    from oaecmlr.errors import RunFailed
+
+    start_run(tiny_config("run.eval_every=1"), "reference", str(tmp_path), preset="demo")
+    space_back = full_while_writing(monkeypatch, fail_at=3)  # epoch 1: best.pt, last.pt; epoch 2: best.pt
+    with pytest.raises(RunFailed) as failure:
+        start_run(tiny_config("run.eval_every=1"), "full", str(tmp_path), preset="demo")
+    folder = tmp_path / "full"
+    assert str(failure.value) == (f"no space left on device at {folder}; free some space, then `oaecmlr resume full` "
+                                  "continues from the last checkpoint")
+    assert "inline_container" not in (folder / "events.jsonl").read_text()
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    space_back()
+    resume_run("full", str(tmp_path))
+
+    def evaluations(path):
+        return [(e["epoch"], e["mAP"], e["rank1"]) for e in events_of(path) if e["event"] == "eval"]
+
+    assert evaluations(folder) == evaluations(tmp_path / "reference")  # nothing lost: the same run
+
+
+@pytest.mark.e2e
+def test_a_full_disk_before_any_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
+    from enginefixtures import tiny_config
+
+    from oaecmlr.engine.launch import start_run
+    from oaecmlr.errors import RunFailed
+
+    full_while_writing(monkeypatch, fail_at=1)
+    with pytest.raises(RunFailed, match=r"`oaecmlr resume early` starts it over from epoch 0 \(no checkpoint was "
+                                        r"written yet\)$"):
+        start_run(tiny_config("run.eval_every=1"), "early", str(tmp_path), preset="demo")
+
+
+def test_stopped_at_once_says_what_resume_will_do(tmp_path):
+    from oaecmlr.engine.process import resume_from
+
+    run = RunDir(tmp_path)
+    assert resume_from(run) == "resume starts it over from epoch 0 (no checkpoint was written yet)"
+    run.last.write_bytes(b"x")
+    assert resume_from(run) == "resume continues from the last checkpoint"
+
+
+# 12. a dataset typed on the command line wins over --config, for every dataset name ----------------------
+@pytest.mark.xfail(strict=True, reason="needs the lead's presets.py change")
+@pytest.mark.parametrize("typed", ["dukemtmcreid", "duke", "market", "market1501", "msmt17", "msmt", "cuhk03"])
+def test_a_typed_dataset_wins_over_config_also_when_it_names_a_preset(tmp_path, typed):
+    from oaecmlr.config import dataset_name, resolve_config
+
+    wanted = dataset_name(typed)
+    other = "manifest" if wanted != "manifest" else "synthetic"
+    config_file = tmp_path / "other.toml"
+    config_file.write_text(f'[data]\ndataset = "{other}"\nheight = 96\n')
+    resolved = resolve_config(typed, config_file=str(config_file))
+    assert resolved.config.data.dataset == wanted and resolved.config.data.height == 96  # the rest of the file holds
+    dataset_notes = [n for n in resolved.notes if "data.dataset" in n]
+    assert dataset_notes == [f"{config_file} sets data.dataset = '{other}'; the command line's '{wanted}' wins"]
+
+
+@pytest.mark.xfail(strict=True, reason="needs the lead's presets.py change")
+def test_the_report_of_a_duke_run_under_the_cuhk03_config(tmp_path):
+    from oaecmlr.config import resolve_config
+    from oaecmlr.config.presets import presets_dir
+
+    resolved = resolve_config("dukemtmcreid", config_file=str(presets_dir() / "cuhk03.toml"))
+    assert resolved.config.data.dataset == "dukemtmcreid"
+    assert not any("replacing 'dukemtmcreid'" in n for n in resolved.notes)
