@@ -667,9 +667,9 @@ def full_while_writing(monkeypatch, fail_at: int):
         return type(real_usage(folder))(total, used, 0 if partial else free)
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", usage)
+    monkeypatch.setattr(shutil, "disk_usage", usage)
     return lambda: (monkeypatch.setattr(checkpoint.torch, "save", real_save),
-                    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real_usage))
+                    monkeypatch.setattr(shutil, "disk_usage", real_usage))
 
 
 @pytest.mark.e2e
@@ -743,3 +743,81 @@ def test_the_report_of_a_duke_run_under_the_cuhk03_config(tmp_path):
     resolved = resolve_config("dukemtmcreid", config_file=str(presets_dir() / "cuhk03.toml"))
     assert resolved.config.data.dataset == "dukemtmcreid"
     assert not any("replacing 'dukemtmcreid'" in n for n in resolved.notes)
+
+
+# 13. messages ----------------------------------------------------------------------------------------------
+def test_eval_of_a_run_without_checkpoints_sends_nowhere(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path, "a", sets={"model.arch": "resnet18"})
+    for which in ([], ["--checkpoint", "last"], ["--checkpoint", "best"]):
+        code, _, err = main(monkeypatch, capsys, "eval", "a", "--device", "cpu", *which, "--runs-dir", tmp_path)
+        line = one_error_line(err)
+        assert code == 1 and "has no checkpoint yet" in line and "try --checkpoint" not in line, line
+
+
+def test_a_raw_pickle_is_refused_without_torch_asking_to_file_an_issue(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"model": [1, 2, 3]}, protocol=4))
+    code, _, err = main(monkeypatch, capsys, "eval", raw, "--dataset", "synthetic", "--device", "cpu")
+    assert code == 1 and "not a file written by torch.save" in one_error_line(err)
+    assert "file an issue" not in err and "warning" not in err
+
+
+def test_a_corrupt_image_in_a_manifest_is_named_before_any_run_folder_exists(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        Image.new("RGB", (8, 16), (10, 20, 30)).save(data / name)
+    (data / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (data / "manifest.csv").write_text("path,pid,camid,split\na.jpg,1,0,train\nb.jpg,1,1,train\nc.jpg,2,0,query\n"
+                                       "d.jpg,2,1,gallery\n")
+    code, _, err = main(monkeypatch, capsys, "run", "manifest", "--data-root", data, "--runs-dir", tmp_path / "runs",
+                        "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    line = one_error_line(err)
+    assert code == 1 and f"cannot read image {data / 'b.jpg'}" in line and "replace or remove the file" in line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_dashboard_says_when_the_runs_folder_cannot_be_read(tmp_path, monkeypatch):
+    pytest.importorskip("textual")
+    import asyncio
+    import errno
+
+    from oaecmlr_tui import tailer
+    from oaecmlr_tui.app import make_app
+
+    real = os.scandir
+
+    def unreadable(path):
+        if Path(path) == tmp_path / "runs":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(tailer.os, "scandir", unreadable)
+    tracker = tailer.RunTracker(tmp_path / "runs")
+    assert tracker.poll() and tracker.problem == f"cannot read the runs folder {tmp_path / 'runs'} (Permission denied)"
+    app = make_app(tmp_path / "runs", poll_interval=0.05, gpu_probe=lambda: ())
+
+    async def scenario():
+        async with app.run_test(size=(160, 30)) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.05)
+                info = str(app.screen.query_one("#runs-info").render())
+                if "Permission denied" in info:
+                    break
+            assert "cannot read the runs folder" in info and "n starts one" not in info, info
+
+    asyncio.run(scenario())
+
+
+def test_a_run_folder_linked_from_outside_is_listed_and_shown_alike(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path / "elsewhere", "linked")
+    (tmp_path / "runs").mkdir()
+    os.symlink(tmp_path / "elsewhere" / "linked", tmp_path / "runs" / "linked")
+    code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path / "runs")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["linked"]
+    code, out, err = main(monkeypatch, capsys, "show", "linked", "--format", "json", "--runs-dir", tmp_path / "runs")
+    assert code == 0 and json.loads(out)["name"] == "linked", err

@@ -116,6 +116,9 @@ def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
     if not path.is_file():
         other = "last" if which == "best" else "best"
         why = "no evaluation after epoch 0" if which == "best" else "no finished epoch"
+        if not run.checkpoint(other).is_file():
+            raise CheckpointError(f"run {run.name} has no checkpoint yet (no finished epoch): nothing to score; "
+                                  f"resume it (`oaecmlr resume {run.name}`) or wait for its first epoch")
         raise CheckpointError(f"run {run.name} has no {path.name} ({why} yet); try --checkpoint {other}")
     arch = config.model.arch
     state = load_checkpoint(path)

@@ -101,6 +101,36 @@ def load_images(paths: list[str], height: int, width: int, cache_dir: str | os.P
     return torch.from_numpy(images)
 
 
+def check_images(paths: list[str], height: int, width: int, cache_dir: str | os.PathLike | bool | None = None,
+                 resample: str = "bicubic") -> None:
+    """DatasetError naming the first image that is no image (empty, garbage, another format, gone),
+    found by reading each file's header, before a run exists; nothing when the cache already holds
+    these images (they were decoded once). A file whose header is fine but whose pixels are broken
+    (a truncated JPEG) is only found when decoded."""
+    paths = sorted(os.path.abspath(p) for p in paths)
+    if not paths:
+        return
+    if cache_dir is not False:
+        folder = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
+        name = f"images-{height}x{width}-n{len(paths)}-{cache_key(paths, height, width, resample)[:32]}.npy"
+        try:
+            if (folder / name).is_file() and _checksum_file(folder / name).is_file():
+                return
+        except OSError:
+            pass
+
+    def header(path: str) -> None:
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - parsed from the header
+        except Exception as exc:  # PIL reports files it cannot identify as several types
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DatasetError(f"cannot read image {path} ({reason}); replace or remove the file") from None
+
+    for path in paths:  # one thread: parsing a header holds the GIL (about 0.3 ms an image, a fifth of a decode)
+        header(path)
+
+
 def _decode_all(paths: list[str], height: int, width: int, num_workers: int | None,
                 progress: Callable[[int, int], None] | None, resample: str) -> np.ndarray:
     out = np.empty((len(paths), 3, height, width), dtype=np.uint8)

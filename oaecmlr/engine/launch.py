@@ -19,6 +19,7 @@ import torch
 
 from oaecmlr.config import Config, to_toml, validate
 from oaecmlr.config.checks import check_image_memory, synthetic_images
+from oaecmlr.data.cache import check_images
 from oaecmlr.engine.checkpoint import load_model_weights
 from oaecmlr.engine.devices import available_memory, parse_gpus
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
@@ -57,6 +58,10 @@ def check_inputs(config: Config) -> None:
                 raise DatasetError(f"the {split} split of {config.data.dataset} under {splits.root} is empty")
         images = sum(len(splits.split(split)) for split in ("train", "query", "gallery"))
     check_image_memory(config, images, available_memory())
+    if config.data.dataset != "synthetic":  # a file that is no image, named before any run folder exists
+        for split in ("train", "query", "gallery"):
+            check_images([r.path for r in splits.split(split)], config.data.height, config.data.width,
+                         config.data.cache_dir or None, config.data.resize)
     if config.model.pretrained and not Path(config.model.pretrained).is_file():
         raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
     if config.model.init:
