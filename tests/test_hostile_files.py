@@ -752,6 +752,9 @@ def test_eval_of_a_run_without_checkpoints_sends_nowhere(tmp_path, monkeypatch, 
         code, _, err = main(monkeypatch, capsys, "eval", "a", "--device", "cpu", *which, "--runs-dir", tmp_path)
         line = one_error_line(err)
         assert code == 1 and "has no checkpoint yet" in line and "try --checkpoint" not in line, line
+    (tmp_path / "a" / "last.pt").write_bytes(b"only last.pt")  # the other one exists: point at it
+    code, _, err = main(monkeypatch, capsys, "eval", "a", "--device", "cpu", "--runs-dir", tmp_path)
+    assert code == 1 and "has no best.pt (no evaluation after epoch 0 yet); try --checkpoint last" in one_error_line(err)
 
 
 def test_a_raw_pickle_is_refused_without_torch_asking_to_file_an_issue(tmp_path, monkeypatch, capsys):

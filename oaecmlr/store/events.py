@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from oaecmlr.formatting import printable
-from oaecmlr.store.ondisk import LINE_LIMIT, load_json
-from oaecmlr.store.schema import SCHEMA_VERSION, Event, EventError, parse_event, to_record
+from oaecmlr.store.ondisk import LINE_LIMIT, event_value, load_json
+from oaecmlr.store.schema import SCHEMA_VERSION, Event, EventError, Skimmed, parse_event, to_record
 
 __all__ = ["SCHEMA_VERSION", "EventTail", "EventWriter", "read_events"]
 
@@ -71,8 +71,12 @@ class EventTail:
 
     CHUNK = 1024 * 1024
 
-    def __init__(self, path: str | Path, warn=None, line_limit: int = LINE_LIMIT):
+    def __init__(self, path: str | Path, warn=None, line_limit: int = LINE_LIMIT, skim: tuple[str, ...] = ()):
+        """skim: kinds whose lines, when they begin as EventWriter writes them, yield a `Skimmed`
+        event (kind and time, the time checked) instead of being parsed whole: for a reader that
+        acts on nothing else of them. Other lines of those kinds are parsed, and checked, whole."""
         self.path = Path(path)
+        self._skim = [(kind, f'{{"event": "{kind}", "time": '.encode()) for kind in skim]
         self.offset = 0
         self.reset_count = 0  # times the file shrank and was read again
         self.line_limit = line_limit
@@ -148,6 +152,10 @@ class EventTail:
                 continue
             if not raw.strip():
                 continue
+            skimmed = self._skimmed(raw) if self._skim else None
+            if skimmed is not None:
+                yield skimmed
+                continue
             try:
                 yield parse_event(load_json(raw.decode("utf-8", errors="replace")))
             except (ValueError, RecursionError) as exc:  # json.JSONDecodeError and EventError
@@ -155,6 +163,17 @@ class EventTail:
                 self._warn(f"{printable(str(self.path))}:{self._line_number}: skipping a malformed event ({reason})")
         if len(self._partial) > self.line_limit:  # a line too long to keep: drop it up to its newline
             self._partial, self._skipping = b"", True
+
+    def _skimmed(self, raw: bytes) -> Skimmed | None:
+        for kind, prefix in self._skim:
+            if raw.startswith(prefix):
+                end = raw.find(b",", len(prefix))
+                try:
+                    time = float(raw[len(prefix):end])
+                except ValueError:
+                    return None
+                return Skimmed(time=time, event=kind) if not event_value("time", time)[1] else None
+        return None
 
 
 def read_events(path: str | Path, warn=None) -> list[Event]:

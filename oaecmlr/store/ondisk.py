@@ -85,9 +85,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one, not one per line as json.loads(..., parse_constant=)
+
+
 def load_json(data: bytes | str) -> Any:
     """JSON without NaN and Infinity (ValueError, as for any invalid JSON)."""
-    return json.loads(data, parse_constant=_no_constant)
+    return _DECODER.decode(data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data)
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -114,14 +117,9 @@ def integer(low: int, high: int) -> Rule:
 
 
 def number(low: float, high: float) -> Rule:
-    def ok(v: Any) -> bool:
-        if not _is_number(v):
-            return False
-        try:
-            return math.isfinite(v) and low <= v <= high
-        except OverflowError:  # an int too large for a float
-            return False
-    return ok, f"a number between {low:g} and {high:g}"
+    """A finite number in [low, high] (NaN fails every comparison; an int of any size compares exactly)."""
+    return ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high),
+            f"a number between {low:g} and {high:g}")
 
 
 def text(limit: int) -> Rule:
@@ -267,20 +265,44 @@ def _plain(value: Any, depth: int) -> bool:
 
 def event_value(name: str, value: Any) -> tuple[Any, str | None]:
     """(the value with its texts escaped, None) when a field of an event that has the right type is
-    also in range; (None, what it must be) when it is not."""
+    also in range; (None, what it must be) when it is not. Called for every field of every event
+    read: the common cases come first."""
     rule = EVENT_RULES.get(name)
     if rule is not None:
-        return (clean(value), None) if rule[0](value) else (None, rule[1])
+        if not rule[0](value):
+            return None, rule[1]
+        return (printable(value) if isinstance(value, str) else value), None
     if isinstance(value, str):
-        return (printable(value), None) if len(value) <= LONG_TEXT else (None, f"text of at most {LONG_TEXT:,} characters")
-    if _is_number(value):
-        return (value, None) if number(-NUMBER_MAX, NUMBER_MAX)[0](value) else (None, f"a number of magnitude at most {NUMBER_MAX:g}")
+        return (printable(value), None) if len(value) <= LONG_TEXT else (None, _LONG)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value, None) if -NUMBER_MAX <= value <= NUMBER_MAX else (None, _MAGNITUDE)  # NaN compares False
     if isinstance(value, dict):
         values = OBJECT_VALUES.get(name)
         if values is not None and not all(values[0](v) for v in value.values()):
             return None, f"an object whose values are each {values[1]}"
         if not _plain(value, 3):
-            return None, (f"an object of at most {MAX_ENTRIES:,} entries, 3 levels deep, of finite numbers and texts "
-                          f"of at most {LONG_TEXT:,} characters")
+            return None, _OBJECT
         return clean(value), None
     return value, None
+
+
+_LONG = f"text of at most {LONG_TEXT:,} characters"
+_MAGNITUDE = f"a number of magnitude at most {NUMBER_MAX:g}"
+_OBJECT = (f"an object of at most {MAX_ENTRIES:,} entries, 3 levels deep, of finite numbers and texts of at most "
+           f"{LONG_TEXT:,} characters")
+
+
+def range_check(name: str, hint: Any) -> Callable[[Any], tuple[Any, str | None]] | None:
+    """`event_value` for field `name`, specialised once per field of an event class (`hint`: its
+    declared type, whose check came first); None when a value of that type needs none (a bool)."""
+    rule = EVENT_RULES.get(name)
+    if rule is not None:
+        ok, what = rule
+        if hint is str:
+            return lambda v: (printable(v), None) if ok(v) else (None, what)
+        return lambda v: (v, None) if ok(v) else (None, what)
+    if hint in (int, float):
+        return lambda v: (v, None) if -NUMBER_MAX <= v <= NUMBER_MAX else (None, _MAGNITUDE)
+    if hint is bool:
+        return None
+    return lambda v: event_value(name, v)

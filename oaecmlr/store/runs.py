@@ -217,12 +217,13 @@ def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None, his
     """The summary of a run folder: its events folded, its status from status.json and liveness.
 
     history=False (`oaecmlr runs`) reads the events as a stream and keeps only what a listing
-    shows (the best and last evaluations, the last clustering): memory stays that of one chunk of
-    the file, whatever its size. status.json and the events are checked as `oaecmlr.store.ondisk`
-    says; what is skipped is warned about through `warn`."""
+    shows (the best and last evaluations, the last clustering; no losses, no last_iter): memory
+    stays that of one chunk of the file, whatever its size, and `iter` lines, most of a long
+    run's file, are only skimmed for their time. status.json and the events are checked as
+    `oaecmlr.store.ondisk` says; what is skipped is warned about through `warn`."""
     fold = RunFold(history=history)
     if events is None:
-        for event in EventTail(run.events, warn).each_new():
+        for event in EventTail(run.events, warn, skim=() if history else ("iter",)).each_new():
             fold.add((event,))
     else:
         fold.add(events)
