@@ -346,6 +346,17 @@ def test_runs_reads_the_events_as_a_stream(tmp_path, monkeypatch):
     assert summary.losses == () and len(summary.clusters) == 1
 
 
+def test_runs_skims_iter_lines_only_for_a_time_it_checks(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path, "a")
+    number = len((run / "events.jsonl").read_text().splitlines()) + 1
+    with open(run / "events.jsonl", "a") as f:
+        f.write('{"event": "iter", "time": 1e300, "epoch": 1, "iteration": 1, "total_iterations": 1, "loss": 1, '
+                '"lr": 1}\n')
+    code, out, err = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
+    assert code == 0 and f"events.jsonl:{number}: skipping a malformed event (iter: time must be a number" in err
+    assert json.loads(out)[0]["elapsed"] < 10**6  # the bad time was not folded
+
+
 def test_the_listing_fold_agrees_with_the_full_fold(tmp_path):
     """The oracle: on run histories of every shape, `runs` (history=False) shows what the full fold
     (show, compare) gives."""
