@@ -284,7 +284,7 @@ def test_oversized_meta_and_status_are_skipped(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-@pytest.mark.parametrize("name", ["status.json", "meta.json", "events.jsonl"])
+@pytest.mark.parametrize("name", ["status.json", "meta.json", "events.jsonl", "config.toml"])
 def test_a_fifo_in_place_of_a_file_blocks_no_reader(tmp_path, name):
     run = make_run(tmp_path, "a")
     make_run(tmp_path, "healthy")
@@ -294,7 +294,7 @@ def test_a_fifo_in_place_of_a_file_blocks_no_reader(tmp_path, name):
         result = cli(*args, "--runs-dir", str(tmp_path), timeout=60)  # a blocked open would time out
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         if (name, args[0]) != ("meta.json", "compare"):  # compare reads no notes
-            assert f"{name} is not a regular file; skipped" in result.stderr, result.stderr
+            assert f"{name} is not a regular file;" in result.stderr, result.stderr
     listed = json.loads(cli("runs", "--format", "json", "--runs-dir", str(tmp_path), timeout=60).stdout)
     assert {row["name"] for row in listed} == {"a", "healthy"}  # the healthy run is not hidden
 
@@ -321,6 +321,18 @@ def test_the_dashboard_reader_is_not_blocked_by_fifos(tmp_path):
     assert done.wait(30), "the dashboard's reader blocked on a FIFO"
     assert {s.name for s in tracker.snapshots()} == {"a", "healthy"}  # the healthy run is not hidden
     assert any("status.json is not a regular file" in m for _, m in tracker.take_warnings())
+
+
+@pytest.mark.parametrize("text", ["not [toml", "x = " + "[" * 5000 + "]" * 5000, "# " + "y" * 1_100_000],
+                         ids=["not-toml", "nested-too-deep", "too-large"])
+def test_one_unreadable_config_toml_hides_no_other_run(tmp_path, monkeypatch, capsys, text):
+    run = make_run(tmp_path, "a")
+    (run / "config.toml").write_text(text)
+    for code, out, err in views(monkeypatch, capsys, tmp_path):
+        assert code == 0 and "config.toml" in err and "Traceback" not in err, err[:2000]
+        assert "settings are not shown" in err or "defaults are shown instead of a's settings" in err, err[:2000]
+    code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
+    assert {row["name"] for row in json.loads(out)} == {"a", "other"}
 
 
 def test_runs_reads_the_events_as_a_stream(tmp_path, monkeypatch):

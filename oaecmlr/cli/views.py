@@ -113,7 +113,7 @@ def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, pa
     entries = []
     for run in list_runs(runs_dir, warn=_warn):
         row = run_row(summarize_run(run, warn=_warn, history=False), read_meta(run, _warn))
-        config = {k: v for k, v in read_config(run).items() if k not in NOT_CONFIG}
+        config = {k: v for k, v in read_config(run, _warn).items() if k not in NOT_CONFIG}
         if all(keep(row, config) for keep in filters):
             entries.append((row, config))
     if fmt == "json":
@@ -209,7 +209,8 @@ def run_details(name: str, runs_dir: str | None) -> dict:
 def _config_of(run: RunDir) -> Config:
     try:
         return config_from_dict(read_toml(run.config))
-    except ConfigError:
+    except ConfigError as exc:
+        _warn(f"{exc}; the built-in defaults are shown instead of {run.name}'s settings")
         return Config()
 
 
