@@ -506,6 +506,13 @@ def test_escapes_never_reach_the_dashboard(tmp_path):
     cells = row_cells(summary, False, keys, 40, meta, 80)
     assert all("\x1b" not in cell.plain for cell in cells) and r"\x1b[2J" in cells[3].plain
     assert all("\x1b" not in line for line in read_log_tail(run / "log.txt"))
+    with open(run / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": "warning", "time": 2e9, "what": "x", "message": "bad " + ESCAPES}) + "\n")
+        f.write('{"event": "warning", "what": "x", "message": "' + "y" * (ondisk.LINE_LIMIT + 1) + '"}\n')
+    tracker.poll()
+    (summary,) = tracker.snapshots()
+    assert summary.warnings[-1].message == r"bad \x1b]0;PWNED\x07\x1b[2J"  # the run screen's title shows these
+    assert any("skipping a line longer than" in m for _, m in tracker.take_warnings())
 
 
 def test_printable_escapes_controls_and_keeps_the_rest():

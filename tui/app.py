@@ -78,7 +78,7 @@ class Dashboard(App):
                 def report() -> None:
                     self.post_message(RunsUpdated(tracker.snapshots(), tracker.metas(), tracker.problem))
 
-                if tracker.poll(report=report):
+                if tracker.poll(report=report, cancelled=lambda: worker.is_cancelled):
                     report()
                 for run, message in tracker.take_warnings():
                     self.post_message(CorruptEvents(run, message))

@@ -138,12 +138,15 @@ class RunTracker:
             changed = True
         return changed
 
-    def poll(self, report=None, every_s: float = 0.5) -> bool:
-        """Read what is new in every run; True when anything changed. A long read (the first one
-        over big runs) calls `report()` every `every_s` seconds so the table fills progressively."""
+    def poll(self, report=None, every_s: float = 0.5, cancelled=None) -> bool:
+        """Read what is new in every run (at most READ_PER_POLL bytes of each); True when anything
+        changed. A long read (the first one over big runs) calls `report()` every `every_s` seconds
+        so the table fills progressively, and stops early once `cancelled()` (the app is quitting)."""
         changed = self._discover()
         reported = time.monotonic()
         for feed in list(self.feeds.values()):
+            if cancelled is not None and cancelled():
+                break
             changed |= feed.poll()
             if report is not None and time.monotonic() - reported > every_s:
                 report()
