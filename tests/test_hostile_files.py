@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from enginefixtures import cli
+from enginefixtures import cli, main_in_process, one_error_line
 from runfixtures import make_run
 
 from oaecmlr.store import ondisk
@@ -22,23 +22,7 @@ from oaecmlr.store.runs import RunDir
 ESCAPES = "\x1b]0;PWNED\x07\x1b[2J"
 
 
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`oaecmlr ARGS` through the real entry point, in this process."""
-    from oaecmlr.cli.app import main as entry
-
-    monkeypatch.setattr(sys, "argv", ["oaecmlr", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exit_info:
-        entry()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err and "\x1b" not in err, err
-    return errors[0]
+main = main_in_process
 
 
 def views(monkeypatch, capsys, root: Path, name: str = "a") -> list[tuple[int, str, str]]:
@@ -328,7 +312,7 @@ def test_the_dashboard_reader_is_not_blocked_by_fifos(tmp_path):
 def test_one_unreadable_config_toml_hides_no_other_run(tmp_path, monkeypatch, capsys, text):
     run = make_run(tmp_path, "a")
     (run / "config.toml").write_text(text)
-    for code, out, err in views(monkeypatch, capsys, tmp_path):
+    for code, _out, err in views(monkeypatch, capsys, tmp_path):
         assert code == 0 and "config.toml" in err and "Traceback" not in err, err[:2000]
         assert "settings are not shown" in err or "defaults are shown instead of a's settings" in err, err[:2000]
     code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
@@ -418,7 +402,7 @@ def test_an_event_of_the_wrong_type_or_range_is_skipped_by_every_reader(tmp_path
     number = len((run / "events.jsonl").read_text().splitlines()) + 1
     with open(run / "events.jsonl", "a") as f:
         f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
-    for code, out, err in views(monkeypatch, capsys, tmp_path):
+    for code, _out, err in views(monkeypatch, capsys, tmp_path):
         assert code == 0 and "Traceback" not in err, err
         assert f"events.jsonl:{number}: skipping a malformed event" in err and reason in err, err
     code, out, _ = main(monkeypatch, capsys, "show", "a", "--format", "json", "--runs-dir", tmp_path)
@@ -461,7 +445,7 @@ def test_a_status_of_the_wrong_type_is_skipped_with_one_warning(tmp_path, monkey
     text, warning = WRONG_STATUS[case]
     run = make_run(tmp_path, "a")
     (run / "status.json").write_text(text.replace("%s", socket.gethostname()))
-    for code, out, err in views(monkeypatch, capsys, tmp_path):
+    for code, _out, err in views(monkeypatch, capsys, tmp_path):
         assert code == 0 and "Traceback" not in err, err
         assert err.count(warning) == 1, err
     status = RunDir(run).read_status()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from enginefixtures import events_of, tiny_config, tiny_sets
+from enginefixtures import events_of, main_in_process, one_error_line, tiny_config, tiny_sets
 from runfixtures import dead_pid, make_run
 
 from oaecmlr.config import resolve_config
@@ -24,24 +24,7 @@ from oaecmlr.engine.launch import resume_run, start_run
 from oaecmlr.errors import RunFailed
 from oaecmlr.store.runs import RunDir
 
-
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`oaecmlr ARGS` through the real entry point, in this process."""
-    from oaecmlr.cli.app import main as entry
-
-    monkeypatch.setattr(sys, "argv", ["oaecmlr", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exit_info:
-        entry()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err and "\x1b[" not in err, err
-    return errors[0]
+main = main_in_process
 
 
 # 2. events that are valid JSON with wrong types --------------------------------------------------

@@ -121,9 +121,7 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
 
 def export_command(target_name: str, runs_dir: str | None, out: str | None, checkpoint: str | None, device: str,
                    force: bool, options: FileOptions | None = None) -> None:
-    from oaecmlr.cli.common import escape
-
-    from oaecmlr.cli.common import console
+    from oaecmlr.cli.common import console, escape
 
     meta = export_features(target_name, runs_dir, out, checkpoint, device, force, options)
     q, g = meta["shapes"]["query_features"], meta["shapes"]["gallery_features"]

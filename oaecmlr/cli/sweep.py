@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
 from oaecmlr.cli.common import err_console, escape
 from oaecmlr.config import Config, set_value
 from oaecmlr.errors import ConfigError, OaecmlrError, RunError

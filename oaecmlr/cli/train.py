@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from oaecmlr.cli.common import console, err_console, escape
 from oaecmlr.config import Resolved, resolve_config
 

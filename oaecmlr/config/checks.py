@@ -23,14 +23,6 @@ def one_of(*choices) -> Rule:
     return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
 
 
-def at_least(low: float) -> Rule:
-    return (lambda v: v >= low), f">= {low:g}"
-
-
-def positive() -> Rule:
-    return (lambda v: v > 0), "> 0"
-
-
 def between(low: float, high: float) -> Rule:
     return (lambda v: low <= v <= high), f"between {_number(low)} and {_number(high)}"
 
@@ -160,7 +152,7 @@ def check_image_memory(config: Config, images: int, available: int | None) -> No
     if available is None or need <= available:
         return
     d = config.data
-    lower = ("data.synthetic_ids (now {:,}), data.synthetic_images (now {:,}) or ".format(d.synthetic_ids, d.synthetic_images)
+    lower = (f"data.synthetic_ids (now {d.synthetic_ids:,}), data.synthetic_images (now {d.synthetic_images:,}) or "
              if d.dataset == "synthetic" else "")
     raise ConfigError(f"the image cache needs {_size(need)} for {images:,} images of data.height x data.width = "
                       f"{d.height} x {d.width}, but this machine has {_size(available)} of memory available; lower "
