@@ -1,5 +1,6 @@
 """How numbers look to people, the same in the CLI and the dashboard: percentages, durations, times,
-epochs, and names shortened in the middle so the part that tells runs apart stays visible."""
+epochs, names shortened in the middle so the part that tells runs apart stays visible, and text from
+files or users with its control characters escaped."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def shorten(text: str, width: int) -> str:
         return text[:width]
     head = (width - 1) // 2
     return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (terminal escapes, newlines, tabs, bidi
+    controls) written as its escape (\\x1b, \\n, \\u202e): a file's or a user's text can then never
+    move the cursor, retitle or clear a terminal, or split one line into two."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -16,8 +16,14 @@ def temp_name(file: Path) -> Path:
     return file.with_name(f".{file.name}.{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex[:8]}.tmp")
 
 
+PID_MAX = 2**22  # Linux's largest pid_max: no process has a larger pid
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this host with that pid exists (one we may not signal counts)."""
+    """Whether a process of this host with that pid exists (one we may not signal counts). Only a
+    positive pid up to PID_MAX names one process: 0 and -1 name groups, a larger one none."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -33,8 +39,12 @@ def writer_is_dead(path: Path) -> bool:
     if not path.name.endswith(".tmp"):
         return False
     parts = path.name[:-len(".tmp")].rsplit(".", 1)[-1].split("~")
-    return (len(parts) == 3 and parts[0] == socket.gethostname() and parts[1].isdigit()
-            and not pid_alive(int(parts[1])))
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return False
+    pid = parts[1]  # ASCII digits of a pid that can exist, else the name is not one temp_name wrote
+    if not (pid.isascii() and pid.isdigit() and len(pid) <= len(str(PID_MAX)) and 0 < int(pid) <= PID_MAX):
+        return False
+    return not pid_alive(int(pid))
 
 
 def remove_files(paths: Iterable[Path]) -> list[str]:

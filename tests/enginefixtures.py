@@ -28,6 +28,28 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def main_in_process(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`oaecmlr ARGS` through the real entry point, in this process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from oaecmlr.cli.app import main as entry
+
+    monkeypatch.setattr(sys, "argv", ["oaecmlr", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The one `error:` line of a command's stderr, which holds no traceback and no terminal escape."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "\x1b" not in err, err
+    return errors[0]
+
+
 def tiny_sets() -> list[str]:
     out = []
     for item in TINY:

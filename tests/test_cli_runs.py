@@ -94,7 +94,7 @@ def test_known_errors_are_one_line(runs):
     assert_one_line_error(main_cli("show", "missing", "--runs-dir", runs), "no run 'missing'")
     assert_one_line_error(main_cli("compare", "done", "missing", "--runs-dir", runs), "missing")
     assert_one_line_error(main_cli("eval", "nowhere", "--runs-dir", runs), "nowhere")
-    assert_one_line_error(main_cli("eval", "done", "--runs-dir", runs), "has no best.pt", "--checkpoint last")
+    assert_one_line_error(main_cli("eval", "done", "--runs-dir", runs), "has no checkpoint yet")  # neither file
     assert_one_line_error(main_cli("compare", "done", "--runs-dir", runs), "two runs")
     assert_one_line_error(main_cli("sweep", "demo", "--grid", "oae.nope=1", "--runs-dir", runs), "oae.nope")
 

@@ -162,6 +162,61 @@ def test_msmt_text_escapes(tmp_path, entry, message):
         load_dataset("msmt17", root, allow_outside=True)
 
 
+# ---------------------------------------------------------------- symlinks in Market-layout folders
+
+def make_market(root: Path) -> Path:
+    for sub, name in (("bounding_box_train", "0001_c1s1_000001_00.jpg"), ("bounding_box_train", "0001_c2s1_000001_00.jpg"),
+                      ("query", "0002_c1s1_000001_00.jpg"), ("bounding_box_test", "0002_c2s1_000001_00.jpg")):
+        write(root / sub / name)
+    return root
+
+
+@pytest.mark.parametrize("dataset", ["market", "duke", "cuhk03", "msmt17"])
+def test_market_layout_symlinks_outside_are_refused(tmp_path, outside, dataset):
+    root = make_market(tmp_path / "D")
+    link = root / "bounding_box_train" / "0003_c1s1_000001_00.jpg"
+    os.symlink(outside, link)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(dataset, root)
+    message = str(info.value)
+    assert message.startswith(f"{link}: 'bounding_box_train/0003_c1s1_000001_00.jpg' resolves (through a symlink) to "
+                              f"{outside}, outside the data folder {os.path.realpath(root)}; remove the link")
+    assert "data.allow_outside=true" in message
+    assert str(link) in {r.path for r in load_dataset(dataset, root, allow_outside=True).train}
+
+
+def test_a_market_split_folder_linked_outside_is_refused(tmp_path, outside):
+    root = make_market(tmp_path / "D")
+    write(outside.parent / "0007_c1s1_000001_00.jpg")
+    (root / "query").rename(tmp_path / "q")
+    os.symlink(outside.parent, root / "query")
+    with pytest.raises(DatasetError, match=r"query/0007_c1s1_000001_00\.jpg' resolves \(through a symlink\)"):
+        load_dataset("market", root)
+
+
+def test_market_symlinks_inside_and_cuhk03_variants_are_fine(tmp_path):
+    root = make_market(tmp_path / "D")
+    os.symlink(root / "query" / "0002_c1s1_000001_00.jpg", root / "bounding_box_train" / "0004_c3s1_000001_00.jpg")
+    assert len(load_dataset("market", root).train) == 3
+    both = tmp_path / "NP"
+    make_market(both / "labeled")
+    make_market(both / "detected")
+    os.symlink(both / "detected" / "query" / "0002_c1s1_000001_00.jpg",  # across the variants: inside the folder
+               both / "labeled" / "bounding_box_train" / "0005_c3s1_000001_00.jpg")
+    assert len(load_dataset("cuhk03", both).train) == 3
+
+
+def test_data_check_decode_never_opens_a_file_outside(tmp_path, outside, opened):
+    from oaecmlr.cli.datacheck import data_check_command
+
+    root = make_market(tmp_path / "D")
+    os.symlink(outside, root / "bounding_box_train" / "0003_c1s1_000001_00.jpg")
+    del opened[:]
+    with pytest.raises(DatasetError, match="resolves"):
+        data_check_command("market", str(root), True, "json")
+    assert str(outside) not in opened
+
+
 # ---------------------------------------------------------------- integers that do not fit
 
 @pytest.mark.parametrize(("row", "message"), [

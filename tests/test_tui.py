@@ -705,7 +705,7 @@ def test_tracker_reads_meta_only_when_it_changed(runs, monkeypatch):
     reads = []
     import oaecmlr_tui.tailer as tailer
 
-    monkeypatch.setattr(tailer, "read_meta", lambda r: reads.append(r) or {})
+    monkeypatch.setattr(tailer, "read_meta", lambda r, warn=None: reads.append(r) or {})
     assert not tracker.poll() and reads == []  # unchanged mtime: not read again
     os.utime(run.meta, ns=(time.time_ns() + 10**9,) * 2)
     assert tracker.poll() and len(reads) == 1  # rewritten (here: read as empty)

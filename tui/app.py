@@ -18,6 +18,7 @@ from textual import work
 from textual.app import App
 from textual.worker import get_current_worker
 
+from oaecmlr.formatting import printable
 from oaecmlr.store.runs import RunDir, runs_root
 from oaecmlr.store.summary import RunSummary
 
@@ -50,6 +51,7 @@ class Dashboard(App):
         self.process_probe = process_probe or ProcessProbe()
         self.runs: dict[str, RunSummary] = {}
         self.meta: dict[str, RunMeta] = {}  # note and tags of the runs that have any
+        self.folder_problem: str | None = None  # why the runs folder cannot be read
         self.marked: set[str] = set()
         self.logs: dict[str, tuple[str, ...]] = {}
         self.gpu: tuple[str, ...] = ()
@@ -74,9 +76,9 @@ class Dashboard(App):
         while not worker.is_cancelled:
             try:
                 def report() -> None:
-                    self.post_message(RunsUpdated(tracker.snapshots(), tracker.metas()))
+                    self.post_message(RunsUpdated(tracker.snapshots(), tracker.metas(), tracker.problem))
 
-                if tracker.poll(report=report):
+                if tracker.poll(report=report, cancelled=lambda: worker.is_cancelled):
                     report()
                 for run, message in tracker.take_warnings():
                     self.post_message(CorruptEvents(run, message))
@@ -101,7 +103,8 @@ class Dashboard(App):
                 else:
                     log_key, gpu_at = None, 0.0  # the next watched run gets its lines at once
             except Exception as exc:  # a strange file must not end the watching
-                self.post_message(ActionResult(f"reading the runs failed: {type(exc).__name__}: {exc}", error=True))
+                self.post_message(ActionResult(printable(f"reading the runs failed: {type(exc).__name__}: {exc}"),
+                                               error=True))
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
@@ -109,6 +112,7 @@ class Dashboard(App):
     def on_runs_updated(self, message: RunsUpdated) -> None:
         self.runs = {run.name: run for run in message.runs}
         self.meta = dict(message.meta)
+        self.folder_problem = message.problem
         self.marked &= set(self.runs)
         self.redraw()
 
@@ -127,7 +131,7 @@ class Dashboard(App):
     def on_corrupt_events(self, message: CorruptEvents) -> None:
         if message.run not in self._warned:  # once per run, however many lines
             self._warned.add(message.run)
-            self.notify(message.message, title=f"{message.run}: corrupt event line skipped", severity="warning")
+            self.notify(message.message, title=f"{message.run}: corrupt data skipped", severity="warning")
 
     def on_action_result(self, message: ActionResult) -> None:
         self.notify(message.text, severity="error" if message.error else "information", timeout=8 if message.error else 4)
@@ -176,16 +180,16 @@ class Dashboard(App):
 
     def stop_run(self, name: str) -> None:
         try:
-            self.notify(actions.stop(RunDir(self.root / name)), title=f"stopping {name}")
+            self.notify(printable(actions.stop(RunDir(self.root / name))), title=f"stopping {name}")
         except actions.KNOWN_ERRORS as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(printable(str(exc)), severity="error")
         self._wake.set()
 
     def clone_run(self, name: str) -> None:
         try:
             request = actions.clone_request(RunDir(self.root / name))
         except actions.KNOWN_ERRORS as exc:
-            self.notify(f"cannot clone {name}: {exc}", severity="error")
+            self.notify(printable(f"cannot clone {name}: {exc}"), severity="error")
             return
         self.open_launch(request, title=f"Clone of {name}")
 
@@ -207,13 +211,13 @@ class Dashboard(App):
             self.post_message(ActionResult(_error_text(exc), error=True))
         else:
             for note in notes:
-                self.post_message(ActionResult(f"note: {note}"))
+                self.post_message(ActionResult(printable(f"note: {note}")))
             self.post_message(ActionResult(f"started {run.name} in the background", opened_run=run.name))
         self._wake.set()
 
 
 def _error_text(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, actions.KNOWN_ERRORS) else f"{type(exc).__name__}: {exc}"
+    return printable(str(exc) if isinstance(exc, actions.KNOWN_ERRORS) else f"{type(exc).__name__}: {exc}")
 
 
 def make_app(runs_dir: str | Path | None = None, *, poll_interval: float = 0.5,

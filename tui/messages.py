@@ -38,6 +38,7 @@ class RunsUpdated(Message):
 
     runs: tuple[RunSummary, ...]
     meta: tuple[tuple[str, RunMeta], ...] = ()
+    problem: str | None = None  # why the runs folder cannot be read
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsUpdated)
@@ -77,7 +78,7 @@ class ProcessStatus(Message):
 
 @frozen_message
 class CorruptEvents(Message):
-    """A run's events.jsonl had complete lines that are not events; they were skipped."""
+    """A run had an events.jsonl line, or a status.json or meta.json field, that could not be used; it was skipped."""
 
     run: str
     message: str

@@ -6,6 +6,7 @@ without an app; `Plot` is the widget that calls it with its own size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,8 @@ def render_plot(series: Sequence[Series], width: int, height: int, *, x_label: s
     width, height = max(width, 1), max(height, 1)
     colors = [s.color or PALETTE[i % len(PALETTE)] for i, s in enumerate(series)]
     lines = [_legend(series, colors, y_label, width)]
+    series = [Series(s.name, tuple(p for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])), s.color)
+              for s in series]  # a NaN or an infinity has no place on an axis
     points = [p for s in series for p in s.points]
     rows = height - 3
     if not points or rows < 1 or width < 12:

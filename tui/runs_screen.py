@@ -208,7 +208,9 @@ class RunsScreen(Screen):
         parts.append(f"mAP/R1: best · sorted by {dict((k, label) for k, label, _, _ in COLUMNS)[self.sort_key]}")
         if self.app.marked:
             parts.append(f"{len(self.app.marked)} marked")
-        if not runs:
+        if self.app.folder_problem:
+            parts.append(self.app.folder_problem)
+        elif not runs:
             parts.append(f"no runs in {self.app.root} yet: n starts one")
         self.query_one("#runs-info", Static).update(" · ".join(parts))
 

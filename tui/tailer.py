@@ -7,13 +7,17 @@ what changed; the benchmark uses the same class.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from oaecmlr.formatting import printable
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import RunDir, live_state, read_meta, runs_root
+from oaecmlr.store.runs import NAME_PATTERN, RunDir, live_state, read_meta, runs_root
 from oaecmlr.store.summary import RunFold, RunSummary
+
+READ_PER_POLL = 8 * 1024 * 1024  # bytes of one run's events read per poll: a huge file never stalls the others
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RunFeed:
 
     def __init__(self, run: RunDir, warn):
         self.run = run
+        self.warn = warn
         self.tail = EventTail(run.events, warn=warn)
         self.fold = RunFold()
         self.snapshot: RunSummary | None = None
@@ -64,7 +69,7 @@ class RunFeed:
         if key is None:
             return {}
         if key != self._status_key:
-            self._status_key, self._status = key, self.run.read_status()
+            self._status_key, self._status = key, self.run.read_status(self.warn)
         return self._status
 
     def _read_meta(self) -> bool:
@@ -73,7 +78,7 @@ class RunFeed:
         if key == self._meta_key:
             return False
         self._meta_key = key
-        meta = read_meta(self.run) if key is not None else {}
+        meta = read_meta(self.run, self.warn) if key is not None else {}
         new = RunMeta(meta.get("note", "").strip(), tuple(meta.get("tags", ())))
         changed, self.meta = new != self.meta, new
         return changed
@@ -82,7 +87,7 @@ class RunFeed:
         """Read new events, status and meta; True when the snapshot or the meta changed."""
         meta_changed = self._read_meta()
         resets = self.tail.reset_count
-        events = self.tail.read_new()
+        events = self.tail.read_new(READ_PER_POLL)
         if self.tail.reset_count != resets:  # the file shrank (a resume dropped an unfinished epoch)
             self.fold = RunFold()
         self.fold.add(events)
@@ -99,20 +104,33 @@ class RunTracker:
     def __init__(self, runs_dir: str | Path | None):
         self.root = runs_root(runs_dir)
         self.feeds: dict[str, RunFeed] = {}
-        self.warnings: list[tuple[str, str]] = []  # (run name, message) of skipped corrupt lines
+        self.warnings: list[tuple[str, str]] = []  # (run name, message) of skipped corrupt lines and fields
+        self.problem: str | None = None  # why the runs folder cannot be read (None: it can, or it does not exist yet)
 
     def _warner(self, name: str):
         return lambda message: self.warnings.append((name, message))
 
     def _discover(self) -> bool:
         changed = False
+        problem = None
         try:
             entries = list(os.scandir(self.root))
-        except OSError:
+        except FileNotFoundError:
             entries = []
+        except OSError as exc:
+            entries = []
+            problem = printable(f"cannot read the runs folder {self.root} ({exc.strerror or exc})")
+        changed |= problem != self.problem
+        self.problem = problem
         present = {e.name for e in entries}
         for entry in entries:
-            if entry.name not in self.feeds and entry.is_dir() and os.path.exists(os.path.join(entry.path, "events.jsonl")):
+            if entry.name in self.feeds or not NAME_PATTERN.match(entry.name) or ".." in entry.name:
+                continue  # no command could name it
+            try:
+                is_run = entry.is_dir() and os.path.exists(os.path.join(entry.path, "events.jsonl"))
+            except OSError:
+                is_run = False
+            if is_run:
                 self.feeds[entry.name] = RunFeed(RunDir(Path(entry.path)), self._warner(entry.name))
                 changed = True
         for name in [n for n in self.feeds if n not in present]:
@@ -120,12 +138,15 @@ class RunTracker:
             changed = True
         return changed
 
-    def poll(self, report=None, every_s: float = 0.5) -> bool:
-        """Read what is new in every run; True when anything changed. A long read (the first one
-        over big runs) calls `report()` every `every_s` seconds so the table fills progressively."""
+    def poll(self, report=None, every_s: float = 0.5, cancelled=None) -> bool:
+        """Read what is new in every run (at most READ_PER_POLL bytes of each); True when anything
+        changed. A long read (the first one over big runs) calls `report()` every `every_s` seconds
+        so the table fills progressively, and stops early once `cancelled()` (the app is quitting)."""
         changed = self._discover()
         reported = time.monotonic()
         for feed in list(self.feeds.values()):
+            if cancelled is not None and cancelled():
+                break
             changed |= feed.poll()
             if report is not None and time.monotonic() - reported > every_s:
                 report()
@@ -147,15 +168,22 @@ class RunTracker:
 
 
 def read_log_tail(path: str | Path, lines: int = 20, max_bytes: int = 16384) -> list[str]:
-    """The last `lines` lines of a text file, reading at most its last `max_bytes`."""
+    """The last `lines` lines of a regular text file, reading at most its last `max_bytes`, with
+    their control characters escaped (a log holds what warnings and errors said)."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return []
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a FIFO would block the worker
+                return []
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - max_bytes))
-            data = handle.read()
+            data = handle.read(max_bytes)
     except OSError:
         return []
     text = data.decode("utf-8", errors="replace").splitlines()
     if size > max_bytes and text:
         text = text[1:]  # the first line is cut
-    return text[-lines:]
+    return [printable(line) for line in text[-lines:]]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from oaecmlr import __version__
-from oaecmlr.cli.common import TableOrJson, console, err_console, one_line_warnings
+from oaecmlr.cli.common import TableOrJson, console, err_console, escape, one_line_warnings, os_error_line
 
 app = typer.Typer(
     name="oaecmlr",
@@ -435,20 +435,21 @@ def doctor(runs_dir: RunsDir = None) -> None:
 
 
 def main() -> None:
-    """Entry point: known errors become one line on stderr and exit code 1."""
+    """Entry point: known errors, and the system's (OSError), become one line on stderr and exit code 1."""
     from oaecmlr.errors import OaecmlrError
 
     one_line_warnings()
     try:
         code = app(standalone_mode=False)  # an Exit inside a command comes back as its code
     except OaecmlrError as exc:
-        from rich.markup import escape
-
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # the machine's, not a bug: a full disk, a permission, a file where a folder belongs
+        err_console.print(f"[red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

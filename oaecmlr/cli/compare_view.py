@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
 from rich.panel import Panel
 
-from oaecmlr.cli.common import console, err_console, print_json
+from oaecmlr.cli.common import console, err_console, escape, print_json
 from oaecmlr.cli.tables import Section, csv_text, latex, markdown, rich_table
 from oaecmlr.errors import RunError
 from oaecmlr.formatting import duration, epoch_text, pct
@@ -31,7 +30,8 @@ def load_records(names: list[str], runs_dir: str | None) -> list[RunRecord]:
         if run.name in seen:
             raise RunError(f"run {run.name} is listed twice; compare distinct runs")
         seen.add(run.name)
-    return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False))
+    return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
+                                                          soft_wrap=True))
             for r in runs]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from oaecmlr.cli.common import escape
 from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.schema import (
     Cluster,
@@ -49,8 +50,8 @@ class ConsoleReporter:
     def on_start(self, e: Start) -> None:
         self.epochs = e.epochs
         train = e.data.get("train", {})
-        self.line(f"[bold]{e.run}[/]: {e.kind} on {e.dataset} ({train.get('images', '?')} train images), {e.arch}, "
-                  f"{e.device}, world size {e.world_size}")
+        self.line(f"[bold]{escape(e.run)}[/]: {escape(e.kind)} on {escape(e.dataset)} ({train.get('images', '?')} train "
+                  f"images), {escape(e.arch)}, {escape(e.device)}, world size {e.world_size}")
         cache = e.data.get("image_cache") or {}
         if any(where != "host" for where in cache.values()):
             self.line("image cache: " + ", ".join(f"{split} in {where}" for split, where in cache.items()))
@@ -116,12 +117,12 @@ class ConsoleReporter:
 
     def on_warning(self, e: HealthWarning) -> None:
         self._close_bar()
-        self.line(f"[yellow]warning:[/] {e.message}")
+        self.line(f"[yellow]warning:[/] {escape(e.message)}")
 
     def on_stopped(self, e: Stopped) -> None:
         self._close_bar()
         where = f"epoch {e.epoch}" + (f" iteration {e.iteration}" if e.iteration is not None else "")
-        self.line(f"[yellow]stopped[/] at {where} ({e.reason}); resume with `oaecmlr resume`")
+        self.line(f"[yellow]stopped[/] at {where} ({escape(e.reason)}); resume with `oaecmlr resume`")
 
     def on_failure(self, e: Failure) -> None:
         self._close_bar()
@@ -129,8 +130,8 @@ class ConsoleReporter:
     def on_end(self, e: End) -> None:
         self._close_bar()
         if e.best:
-            self.line(f"[green]finished[/]: best mAP {pct(e.best['mAP'])}  R1 {pct(e.best['rank1'])} "
-                      f"(epoch {e.best['epoch']})")
+            self.line(f"[green]finished[/]: best mAP {pct(e.best.get('mAP'))}  R1 {pct(e.best.get('rank1'))} "
+                      f"(epoch {e.best.get('epoch', '-')})")
 
 
 HANDLERS = {Start: ConsoleReporter.on_start, Loading: ConsoleReporter.on_loading, Resume: ConsoleReporter.on_resume,

@@ -11,10 +11,9 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-from rich.markup import escape
 from rich.progress import Progress
 
-from oaecmlr.cli.common import console, err_console, print_json
+from oaecmlr.cli.common import console, err_console, escape, print_json
 from oaecmlr.cli.tables import Section, rich_table
 from oaecmlr.data.cache import decode_image
 from oaecmlr.data.datasets import get_spec, load_dataset, standard_counts

@@ -75,9 +75,22 @@ class Target:
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
+    """--device: auto, cpu, a CUDA index (0) or cuda[:N], refused in one line when it is none of
+    these or names a GPU that is not there."""
+    text = device.strip().lower()
+    if text == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    return torch.device(f"cuda:{device}" if device.isdigit() else device)
+    if text == "cpu":
+        return torch.device("cpu")
+    index = text.removeprefix("cuda").removeprefix(":") if text.startswith("cuda") else text
+    if not (index == "" or (index.isascii() and index.isdigit() and len(index) < 4)):
+        raise CliError(f"--device {device!r} is not a device; use auto, cpu or a CUDA index like 0")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    number = int(index or 0)
+    if number >= count:
+        have = f"only {count} CUDA device(s)" if count else "no CUDA device (torch.cuda.is_available() is False)"
+        raise CliError(f"--device {device}: this machine has {have}; use --device cpu")
+    return torch.device(f"cuda:{number}")
 
 
 def is_checkpoint_file(target: str, runs_dir: str | None = None) -> bool:
@@ -103,6 +116,9 @@ def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
     if not path.is_file():
         other = "last" if which == "best" else "best"
         why = "no evaluation after epoch 0" if which == "best" else "no finished epoch"
+        if not run.checkpoint(other).is_file():
+            raise CheckpointError(f"run {run.name} has no checkpoint yet (no finished epoch): nothing to score; "
+                                  f"resume it (`oaecmlr resume {run.name}`) or wait for its first epoch")
         raise CheckpointError(f"run {run.name} has no {path.name} ({why} yet); try --checkpoint {other}")
     arch = config.model.arch
     state = load_checkpoint(path)
@@ -181,6 +197,11 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str | None = None,
                  device: str = "auto", visrank: str | None = None, num: int = 20,
                  options: FileOptions | None = None) -> dict:
     """Score a run's checkpoint (or the checkpoint file ``name``) with `oaecmlr.engine.evaluate`."""
+    if visrank:
+        from oaecmlr.cli.visrank import check_folder
+
+        check_folder(visrank)  # before any work
+    pick_device(device)
     target = open_target(name, runs_dir, checkpoint, options)
     dev, data, extract = prepare(target, device)
     metrics = evaluate(extract, data.query, data.gallery, rerank)
@@ -211,7 +232,7 @@ def heading(result: dict) -> str:
 
 def eval_command(name: str, runs_dir: str | None, checkpoint: str | None, rerank: bool, fmt: str,
                  visrank: str | None, num: int, device: str, options: FileOptions | None = None) -> None:
-    from rich.markup import escape
+    from oaecmlr.cli.common import escape
 
     result = evaluate_run(name, runs_dir, checkpoint, rerank, device, visrank, num, options)
     if fmt == "json":

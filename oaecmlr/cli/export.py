@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oaecmlr.cli.evaluate import FileOptions, Target, open_target, prepare
+from oaecmlr.cli.evaluate import FileOptions, Target, open_target, pick_device, prepare
 from oaecmlr.errors import CliError, DatasetError
 
 ARRAYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids", "gallery_camids")
@@ -36,8 +36,9 @@ def default_folder(target: Target) -> Path:
 
 
 def check_folder(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} is a file; give a folder")
+    from oaecmlr.cli.common import writable_folder
+
+    writable_folder(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise CliError(f"{out} exists and is not empty; pass --force to overwrite the feature files in it, "
                        "or --out another folder")
@@ -79,6 +80,9 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
     """Write the features and labels of the query and gallery to ``out``; returns meta.json's content."""
     import numpy as np
 
+    if out:
+        check_folder(Path(out), force)  # before any work
+    pick_device(device)
     target = open_target(target_name, runs_dir, checkpoint, options)
     folder = Path(out) if out else default_folder(target)
     check_folder(folder, force)
@@ -90,11 +94,15 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
               "query_pids": data.query.pids.astype(np.int64), "query_camids": data.query.camids.astype(np.int64),
               "gallery_pids": data.gallery.pids.astype(np.int64),
               "gallery_camids": data.gallery.camids.astype(np.int64)}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(array))
-    for name, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
-        (folder / f"{name}.txt").write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(array))
+        for name, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
+            (folder / f"{name}.txt").write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write the features to {folder} ({exc.strerror or exc}); free some space or choose "
+                       "another --out") from None
     cfg = target.config
     meta = {**target.describe(), **target.extra, "device": str(dev), "folder": str(folder),
             "height": cfg.data.height, "width": cfg.data.width, "pooling": cfg.model.pooling,
@@ -103,15 +111,17 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
             "shapes": {name: list(array.shape) for name, array in arrays.items()},
             "dtypes": {name: str(array.dtype) for name, array in arrays.items()},
             "paths": {"query": len(query_paths), "gallery": len(gallery_paths)}}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    try:
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {folder / 'meta.json'} ({exc.strerror or exc}); free some space or choose "
+                       "another --out") from None
     return meta
 
 
 def export_command(target_name: str, runs_dir: str | None, out: str | None, checkpoint: str | None, device: str,
                    force: bool, options: FileOptions | None = None) -> None:
-    from rich.markup import escape
-
-    from oaecmlr.cli.common import console
+    from oaecmlr.cli.common import console, escape
 
     meta = export_features(target_name, runs_dir, out, checkpoint, device, force, options)
     q, g = meta["shapes"]["query_features"], meta["shapes"]["gallery_features"]

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rich.markup import escape
-
-from oaecmlr.cli.common import err_console
+from oaecmlr.cli.common import err_console, escape
 from oaecmlr.config import Config, set_value
 from oaecmlr.errors import ConfigError, OaecmlrError, RunError
 from oaecmlr.formatting import duration, epoch_text, pct

@@ -7,8 +7,9 @@ import io
 from dataclasses import dataclass, field
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
+
+from oaecmlr.cli.common import escape
 
 
 @dataclass

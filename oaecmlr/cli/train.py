@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
-
-from oaecmlr.cli.common import console, err_console
+from oaecmlr.cli.common import console, err_console, escape
 from oaecmlr.config import Resolved, resolve_config
 
 

@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from oaecmlr.cli.common import console, err_console, print_json
+from oaecmlr.cli.common import console, err_console, escape, print_json
 from oaecmlr.config import Config, ConfigError, config_from_dict, read_toml
 from oaecmlr.errors import CliError
 from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
@@ -112,9 +111,9 @@ class Column:
 def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, params: bool = True) -> None:
     filters = [parse_where(w) for w in where or []]
     entries = []
-    for run in list_runs(runs_dir):
-        row = run_row(summarize_run(run, warn=_warn), read_meta(run))
-        config = {k: v for k, v in read_config(run).items() if k not in NOT_CONFIG}
+    for run in list_runs(runs_dir, warn=_warn):
+        row = run_row(summarize_run(run, warn=_warn, history=False), read_meta(run, _warn))
+        config = {k: v for k, v in read_config(run, _warn).items() if k not in NOT_CONFIG}
         if all(keep(row, config) for keep in filters):
             entries.append((row, config))
     if fmt == "json":
@@ -188,7 +187,7 @@ def stop_run(name: str, runs_dir: str | None) -> None:
 
 def note_run(name: str, runs_dir: str | None, text: str | None, tags: list[str], untag: list[str]) -> None:
     run = find_run(name, runs_dir)
-    meta = read_meta(run)
+    meta = read_meta(run, _warn)
     if text is not None:
         meta["note"] = text
     meta["tags"] = sorted((set(meta.get("tags", [])) | set(tags)) - set(untag))
@@ -201,8 +200,8 @@ def run_details(name: str, runs_dir: str | None) -> dict:
     run = find_run(name, runs_dir)
     summary = summarize_run(run, warn=_warn)
     details = summary.to_json()
-    status = run.read_status()
-    details.update(pid=status.get("pid"), host=status.get("host"), **read_meta(run))
+    status = run.read_status()  # checked; its warnings came with the summary
+    details.update(pid=status.get("pid"), host=status.get("host"), **read_meta(run, _warn))
     details["config"] = _config_of(run).to_dict() if run.config.exists() else {}
     return details
 
@@ -210,7 +209,8 @@ def run_details(name: str, runs_dir: str | None) -> dict:
 def _config_of(run: RunDir) -> Config:
     try:
         return config_from_dict(read_toml(run.config))
-    except ConfigError:
+    except ConfigError as exc:
+        _warn(f"{exc}; the built-in defaults are shown instead of {run.name}'s settings")
         return Config()
 
 

@@ -8,7 +8,6 @@ skipped, as the evaluation skips them. Pillow only.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -79,20 +78,19 @@ def _legend(draw: ImageDraw.ImageDraw, f, y: int, caption: str) -> None:
 
 def check_folder(folder: str | Path) -> Path:
     """The --visrank folder, refused (before any work) when it cannot be one."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise CliError(f"--visrank {folder} is a file, not a folder; name a folder for the ranking images")
-    parent = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise CliError(f"--visrank {folder}: cannot write under {parent}; name a folder you can write to")
-    return folder
+    from oaecmlr.cli.common import writable_folder
+
+    return writable_folder(folder, "--visrank")
 
 
 def write_visrank(distmat: torch.Tensor, query, gallery, folder: str | Path, num: int = 20,
                   topk: int = 10) -> list[Path]:
     """PNG per query for the first `num` queries; returns the files written."""
     folder = check_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--visrank {folder}: cannot create it ({exc.strerror or exc})") from None
     digits = max(3, int(math.log10(max(1, len(query)))) + 1)
     paths = []
     for q in range(min(num, len(query))):

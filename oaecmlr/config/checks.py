@@ -5,6 +5,7 @@ Paths and datasets on disk are checked by `oaecmlr.engine.launch.check_inputs`."
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,61 +15,85 @@ from oaecmlr.config.settings import Config
 from oaecmlr.errors import ConfigError
 
 Rule = tuple[Callable[[Any], bool], str]
+MAX_SIDE = 1024  # pixels of data.height and data.width (the reference trains at 256 x 128)
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes seeds of 64 bits
 
 
 def one_of(*choices) -> Rule:
     return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
 
 
-def at_least(low: float) -> Rule:
-    return (lambda v: v >= low), f">= {low:g}"
-
-
-def positive() -> Rule:
-    return (lambda v: v > 0), "> 0"
-
-
 def between(low: float, high: float) -> Rule:
-    return (lambda v: low <= v <= high), f"between {low:g} and {high:g}"
+    return (lambda v: low <= v <= high), f"between {_number(low)} and {_number(high)}"
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def inside(low: float, high: float) -> Rule:
     return (lambda v: low < v < high), f"strictly between {low:g} and {high:g}"
 
 
+def positive_up_to(high: float) -> Rule:
+    return (lambda v: 0 < v <= high), f"> 0 and <= {high:g}"
+
+
+def cores() -> int:
+    """CPU cores of this machine (run.threads and CPU workers are bounded by them)."""
+    return os.cpu_count() or 1
+
+
+def threads_rule() -> Rule:
+    """0 (torch's default) up to 4 threads per core: more only thrashes, and torch crashes (a
+    segfault) on tens of thousands."""
+    return (lambda v: 0 <= v <= 4 * cores()), f"between 0 and {4 * cores()} (4 x the {cores()} cores of this machine)"
+
+
+# Every number has an upper bound that a real run could need and that no run's memory or time
+# overflows on; the image cache's memory is checked against the machine by `check_memory`.
+IDS = 100_000  # identities of a synthetic set or a held-out split (MSMT17 has 4,101)
+NEIGHBOURS = 1_000  # k of any neighbour list
+EPOCHS = 10_000
 RULES: dict[str, Rule] = {
-    "run.kind": one_of(*s.RUN_KINDS),
-    "run.epochs": at_least(0), "run.iterations": at_least(1), "run.eval_every": at_least(1),
-    "run.log_every": at_least(1), "run.threads": at_least(0),
-    "data.height": at_least(8), "data.width": at_least(8), "data.num_ids": at_least(1),
-    "data.num_instances": at_least(1), "data.eval_batch": at_least(1), "data.holdout_ids": at_least(0),
-    "data.flip_p": between(0, 1), "data.pad": at_least(0), "data.erase_p": between(0, 1),
-    "data.image_cache": one_of(*s.IMAGE_CACHE), "data.device_reserve_gb": at_least(0),
+    "run.kind": one_of(*s.RUN_KINDS), "run.seed": between(0, SEED_MAX),
+    "run.epochs": between(0, EPOCHS), "run.iterations": between(1, 1_000_000), "run.eval_every": between(1, EPOCHS),
+    "run.log_every": between(1, 1_000_000), "run.threads": threads_rule(),
+    "data.height": between(8, MAX_SIDE), "data.width": between(8, MAX_SIDE), "data.num_ids": between(1, 1024),
+    "data.num_instances": between(1, 256), "data.eval_batch": between(1, 16_384), "data.holdout_ids": between(0, IDS),
+    "data.flip_p": between(0, 1), "data.pad": between(0, MAX_SIDE // 2), "data.erase_p": between(0, 1),
+    "data.image_cache": one_of(*s.IMAGE_CACHE), "data.device_reserve_gb": between(0, 4096),
     "data.sampler": one_of(*s.SAMPLERS), "data.resize": one_of(*s.RESIZE_FILTERS),
     "data.cuhk03": one_of(*s.CUHK03_VARIANTS),
-    "data.synthetic_ids": at_least(1), "data.synthetic_test_ids": at_least(1), "data.synthetic_cams": at_least(2),
-    "data.synthetic_images": at_least(1),
+    "data.synthetic_ids": between(1, IDS), "data.synthetic_test_ids": between(1, IDS),
+    "data.synthetic_cams": between(2, 64), "data.synthetic_images": between(1, 1_000),
+    "data.synthetic_seed": between(0, SEED_MAX),
     "model.arch": one_of(*s.ARCHS), "model.pooling": one_of(*s.POOLINGS), "model.last_stride": one_of(1, 2),
-    "optim.lr": positive(), "optim.weight_decay": at_least(0), "optim.step_size": at_least(1), "optim.gamma": positive(),
-    "cluster.eps": inside(0, 1), "cluster.min_samples": at_least(1), "cluster.k1": at_least(1),
-    "cluster.k2": at_least(1), "cluster.knn_backend": one_of(*s.KNN_BACKENDS),
-    "cluster.k1_intra": at_least(1), "cluster.k1_inter": at_least(1), "cluster.k2_intra": at_least(1),
-    "cluster.k2_inter": at_least(1), "cluster.camera_norm": one_of(*s.CAMERA_NORMS),
-    "oae.k": at_least(1), "oae.rho": at_least(0), "oae.rounds": at_least(0), "oae.rule": one_of(*s.OAE_RULES),
-    "oae.support": at_least(1), "oae.support_k": at_least(1), "oae.camera_shift": between(0, 0.99),
-    "cmlr.mode": one_of(*s.CMLR_MODES), "cmlr.lam": between(0, 1), "cmlr.tau_r": positive(), "cmlr.top_k": at_least(0),
-    "cmlr.weight": at_least(0), "cmlr.warmup": at_least(0), "cmlr.radius": inside(0, 1),
-    "cmlr.candidates": at_least(1), "cmlr.min_spread": positive(),
-    "memory.temperature": positive(), "memory.momentum": between(0, 1), "memory.mode": one_of(*s.MEMORY_MODES),
-    "memory.camera_weight": at_least(0), "memory.camera_temperature": positive(), "memory.camera_negatives": at_least(0),
-    "supervised.label_smoothing": between(0, 0.99), "supervised.triplet_margin": at_least(0),
-    "train.bn_group": at_least(0), "train.bn_running": one_of(*s.BN_RUNNING), "train.dist_timeout": positive(),
+    "optim.lr": positive_up_to(10), "optim.weight_decay": between(0, 1), "optim.step_size": between(1, EPOCHS),
+    "optim.gamma": positive_up_to(10),
+    "cluster.eps": inside(0, 1), "cluster.min_samples": between(1, NEIGHBOURS), "cluster.k1": between(1, NEIGHBOURS),
+    "cluster.k2": between(1, NEIGHBOURS), "cluster.knn_backend": one_of(*s.KNN_BACKENDS),
+    "cluster.k1_intra": between(1, NEIGHBOURS), "cluster.k1_inter": between(1, NEIGHBOURS),
+    "cluster.k2_intra": between(1, NEIGHBOURS), "cluster.k2_inter": between(1, NEIGHBOURS),
+    "cluster.camera_norm": one_of(*s.CAMERA_NORMS),
+    "oae.k": between(1, NEIGHBOURS), "oae.rho": between(0, 100), "oae.rounds": between(0, 100),
+    "oae.rule": one_of(*s.OAE_RULES), "oae.support": between(1, NEIGHBOURS), "oae.support_k": between(1, NEIGHBOURS),
+    "oae.camera_shift": between(0, 0.99),
+    "cmlr.mode": one_of(*s.CMLR_MODES), "cmlr.lam": between(0, 1), "cmlr.tau_r": positive_up_to(100),
+    "cmlr.top_k": between(0, IDS), "cmlr.weight": between(0, 100), "cmlr.warmup": between(0, EPOCHS),
+    "cmlr.radius": inside(0, 1), "cmlr.candidates": between(1, NEIGHBOURS), "cmlr.min_spread": positive_up_to(1),
+    "memory.temperature": positive_up_to(10), "memory.momentum": between(0, 1), "memory.mode": one_of(*s.MEMORY_MODES),
+    "memory.camera_weight": between(0, 100), "memory.camera_temperature": positive_up_to(10),
+    "memory.camera_negatives": between(0, IDS),
+    "supervised.label_smoothing": between(0, 0.99), "supervised.triplet_margin": between(0, 100),
+    "train.bn_group": between(0, 262_144), "train.bn_running": one_of(*s.BN_RUNNING),
+    "train.dist_timeout": positive_up_to(7 * 86_400),
 }
 
 
 def validate(config: Config) -> None:
     """ConfigError naming the first value that is out of range, or a batch that cannot be formed."""
-    for dotted, (ok, wanted) in RULES.items():
+    for dotted, (ok, wanted) in {**RULES, "run.threads": threads_rule()}.items():  # the cores of the machine now
         value = config.get(dotted)
         if isinstance(value, float) and not math.isfinite(value) or not ok(value):
             raise ConfigError(f"{dotted} must be {wanted}, got {value!r}")
@@ -78,7 +103,11 @@ def validate(config: Config) -> None:
     dataset = config.data.dataset
     if dataset_name(dataset) is None:
         raise ConfigError(f"data.dataset {dataset!r} is not a dataset; choose one of {', '.join(s.DATASETS)}")
-    world = len(gpu_entries(config.run.gpus))
+    entries = gpu_entries(config.run.gpus)
+    world = len(entries)
+    if entries[0] == "cpu" and world > max(2, cores()):
+        raise ConfigError(f"--gpus {config.run.gpus[:40]} starts {world} CPU workers on the {cores()} cores of this "
+                          f"machine; use at most {max(2, cores())} (e.g. --gpus cpu,cpu), or --gpus cpu")
     if config.data.num_ids % world:
         raise ConfigError(f"data.num_ids ({config.data.num_ids}) must divide by the {world} workers of --gpus "
                           f"{config.run.gpus}: each takes num_ids / workers identities of the batch")
@@ -98,6 +127,40 @@ def notes(config: Config) -> list[str]:
         out.append(f"cluster.k2 = {config.cluster.k2} acts as {config.cluster.k1}: query expansion averages over "
                    "the first k2 entries of lists of cluster.k1 entries")
     return out
+
+
+GB = 1e9
+
+
+def image_cache_bytes(config: Config, images: int) -> int:
+    """Host memory the uint8 image cache takes for `images` images at data.height x data.width (a
+    synthetic set is drawn in chunks and then joined: twice that)."""
+    return images * 3 * config.data.height * config.data.width * (2 if config.data.dataset == "synthetic" else 1)
+
+
+def synthetic_images(config: Config) -> int:
+    """The most images a synthetic set of these settings holds (each identity seen by every camera)."""
+    d = config.data
+    return (d.synthetic_ids + d.synthetic_test_ids) * d.synthetic_cams * d.synthetic_images
+
+
+def check_image_memory(config: Config, images: int, available: int | None) -> None:
+    """ConfigError naming the settings to lower when the image cache of `images` images cannot fit
+    in the `available` bytes of memory (None: unknown, nothing is refused). Checked before decoding,
+    so a run too large for the machine stops with this line instead of being killed by the kernel."""
+    need = image_cache_bytes(config, images)
+    if available is None or need <= available:
+        return
+    d = config.data
+    lower = (f"data.synthetic_ids (now {d.synthetic_ids:,}), data.synthetic_images (now {d.synthetic_images:,}) or "
+             if d.dataset == "synthetic" else "")
+    raise ConfigError(f"the image cache needs {_size(need)} for {images:,} images of data.height x data.width = "
+                      f"{d.height} x {d.width}, but this machine has {_size(available)} of memory available; lower "
+                      f"{lower}data.height and data.width")
+
+
+def _size(size: int) -> str:
+    return f"{size / GB:.1f} GB" if size >= GB else f"{size / 1e6:.1f} MB"
 
 
 def dataset_name(name: str) -> str | None:

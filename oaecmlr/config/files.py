@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,15 +25,47 @@ else:  # pragma: no cover
 NOT_SETTINGS = ("preset", "pretrain")  # a preset's description, and its `oaecmlr pretrain` tables
 
 
+TOML_LIMIT = 1024 * 1024  # bytes of a config file (a full one is about 2 KB)
+
+
 def read_toml(path: str | Path | Traversable) -> dict[str, Any]:
-    """A TOML file (a path, or a preset inside the package) as nested dicts; ConfigError when absent or bad."""
+    """A TOML file (a path, or a preset inside the package) as nested dicts; ConfigError, in one
+    line, for a file that is missing, not a regular file (a FIFO would block), larger than
+    TOML_LIMIT, not UTF-8, not TOML or nested too deep."""
     path = Path(path) if isinstance(path, str) else path
+    data = _regular_file_bytes(path) if isinstance(path, Path) else _package_file_bytes(path)
+    if len(data) > TOML_LIMIT:
+        raise ConfigError(f"{path} is larger than {TOML_LIMIT:,} bytes: not a config file")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML: its tables or arrays are nested too deep") from None
+
+
+def _regular_file_bytes(path: Path) -> bytes:
+    """At most TOML_LIMIT + 1 bytes of a regular file, opened without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ConfigError(f"{path} is not a regular file; give a .toml file")
+        try:
+            return f.read(TOML_LIMIT + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
+
+
+def _package_file_bytes(path: Traversable) -> bytes:
+    """A preset inside the package (importlib.resources), where no file descriptor may exist."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return path.read_bytes()
 
 
 def settings_of(mapping: dict[str, Any], source: str) -> dict[str, Any]:

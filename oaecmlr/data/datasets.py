@@ -11,11 +11,13 @@ Ids: pids and camids (and the camera numbers of file names) are plain decimal in
 `MAX_ID` = 2**31 - 1 = 2,147,483,647, so they fit an int32 and leave room in int64 arithmetic;
 larger ones are refused, naming the file and line (or the file name).
 
-Containment: manifest entries and MSMT17 list entries must stay inside their folder, both as text
-(no absolute paths, no `..` out of it) and once symlinks are resolved (`os.path.realpath`): an
-entry that resolves outside the resolved folder is refused unless `allow_outside=True`
-(`data.allow_outside`, for datasets that are symlink farms). Symlinks that stay inside are fine.
-The files of Market-layout folders are not checked: their folder is the dataset itself.
+Containment: every image path of every layout must stay inside its data folder. Manifest entries
+and MSMT17 list entries are checked as text (no absolute paths, no `..` out of it); all of them,
+and the images of Market-layout folders (Market-1501, DukeMTMC-reID, CUHK03-NP, MSMT17 converted),
+once symlinks are resolved (`os.path.realpath`): an image that resolves outside the resolved data
+folder (a symlink in bounding_box_train/ to /etc/shadow, a split folder linked elsewhere) is
+refused unless `allow_outside=True` (`data.allow_outside`, for datasets that are symlink farms).
+Symlinks that stay inside are fine.
 
 CUHK03 is CUHK03-NP (Zhong et al., CVPR 2017): a folder holding `labeled/` and `detected/`, each in
 the Market layout; `cuhk03` picks one of them. A folder that is itself in the Market layout loads as
@@ -138,11 +140,11 @@ class _Containment:
         full = self.folder / rel
         return os.path.realpath(full) if os.path.islink(full) else os.path.join(real_parent, name)
 
-    def check(self, rel: str, where: str) -> None:
+    def check(self, rel: str, where: str, fix: str = "remove the line or the link") -> None:
         real = self.resolved(rel)
         if not _inside(real, self.root):
             raise DatasetError(f"{where}: {_shown(rel, 200)} resolves (through a symlink) to {real}, outside the "
-                               f"data folder {self.root}; remove the line or the link, {_ALLOW_OUTSIDE}")
+                               f"data folder {self.root}; {fix}, {_ALLOW_OUTSIDE}")
 
 
 # ---------------------------------------------------------------- Market-style folders
@@ -156,9 +158,12 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
-def _parse_market_folder(folder: Path, split: str, pid0_is_distractor: bool) -> list[Record]:
+def _parse_market_folder(folder: Path, split: str, pid0_is_distractor: bool,
+                         containment: _Containment | None) -> list[Record]:
     records = []
     for path in _image_files(folder):
+        if containment is not None:
+            containment.check(os.path.relpath(path, containment.folder), str(path), "remove the link")
         match = MARKET_NAME.match(path.name)
         if match is None:
             raise DatasetError(f"{path}: file name does not match PID_cCAM... (e.g. 0002_c1s1_000451_03.jpg); "
@@ -177,8 +182,11 @@ def _parse_market_folder(folder: Path, split: str, pid0_is_distractor: bool) -> 
     return records
 
 
-def _parse_market(folder: Path, pid0_is_distractor: bool = False, **_) -> dict[str, list[Record]]:
-    return {split: _parse_market_folder(folder / sub, split, pid0_is_distractor)
+def _parse_market(folder: Path, pid0_is_distractor: bool = False, allow_outside: bool = False,
+                  container: Path | None = None, **_) -> dict[str, list[Record]]:
+    """The three split folders; each image must resolve inside `container` (default: `folder`)."""
+    containment = None if allow_outside else _Containment(container or folder)
+    return {split: _parse_market_folder(folder / sub, split, pid0_is_distractor, containment)
             for split, sub in MARKET_FOLDERS.items()}
 
 
@@ -296,7 +304,7 @@ def _parse_msmt_list(list_path: Path, image_dir: Path, files: set[str],
 def _parse_msmt(folder: Path, allow_outside: bool = False, **_) -> dict[str, list[Record]]:
     version = _msmt_version(folder)
     if version == "market":
-        return _parse_market(folder)
+        return _parse_market(folder, allow_outside=allow_outside)
     train_dir, test_dir = (folder / d for d in MSMT_DIRS[version])
     existing = {train_dir: _files_under(train_dir), test_dir: _files_under(test_dir)}
     containment = {d: None if allow_outside else _Containment(d) for d in (train_dir, test_dir)}
@@ -365,7 +373,7 @@ class DatasetSpec:
     folder_names: tuple[str, ...]  # usual names of the unpacked folder, for data-root lookup, in order of preference
     layout: str  # one line, for error messages
     has_layout: Callable[[Path], bool]
-    parse: Callable[..., dict[str, list[Record]]]  # parse(folder, allow_outside=False)
+    parse: Callable[..., dict[str, list[Record]]]  # parse(folder, allow_outside=False, container=None)
     expected: dict[str, tuple[int, int]] | None = None  # split -> (images, ids), docs/method.md section 6
     cameras: int | None = None  # cameras of the release: a smaller set with as many is a subset
     release: str = ""  # the release's name in messages
@@ -373,7 +381,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("market1501", ("market",), ("Market-1501-v15.09.15", "Market-1501"), MARKET_LAYOUT,
-                _has_market_layout, lambda d, **_: _parse_market(d, pid0_is_distractor=True),
+                _has_market_layout, lambda d, **options: _parse_market(d, pid0_is_distractor=True, **options),
                 {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}, 6, "Market-1501"),
     DatasetSpec("dukemtmcreid", ("duke",), ("DukeMTMC-reID",), MARKET_LAYOUT, _has_market_layout, _parse_market,
                 {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}, 8, "DukeMTMC-reID"),
@@ -452,7 +460,7 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, cuhk03: 
     """Parse dataset `name` (aliases allowed); synthetic gives the records of the default `make_synthetic()`.
 
     cuhk03: the CUHK03-NP variant, labeled or detected, taken from a folder holding both.
-    allow_outside: accept manifest and MSMT17 list entries that resolve outside their folder.
+    allow_outside: accept images (symlinks, manifest and list entries) that resolve outside the data folder.
     Only file names, lists and manifests are read: no image is opened.
     """
     spec = get_spec(name)
@@ -479,9 +487,10 @@ def _load(spec: DatasetSpec, data_root, cuhk03: str, allow_outside: bool) -> Ima
     if folder is None:
         raise DatasetError(f"{root} is not a {spec.name} folder: expected {spec.layout}; {hint}")
     variant, how = None, ""
+    container = folder  # what every image must resolve inside (CUHK03-NP: the folder of both variants)
     if spec.name == "cuhk03":
         folder, variant, how = _cuhk03_folder(folder, cuhk03)
-    parsed = spec.parse(folder, allow_outside=allow_outside)
+    parsed = spec.parse(folder, allow_outside=allow_outside, container=container)
     splits = ImageSplits(spec.name, *(sorted(parsed[s], key=lambda r: r.path) for s in SPLITS), root=str(folder))
     if spec.name == "cuhk03":
         counts = {s: (len(splits.split(s)), num_ids(splits.split(s))) for s in SPLITS}

@@ -13,8 +13,10 @@ configured one.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,15 @@ def check_compatible(state: dict[str, Any], path, arch: str, dataset: str | None
         raise CheckpointError(f"{path} has no model weights; it is incomplete, pick another checkpoint")
 
 
+LOW_SPACE = 64 * 2**20  # free bytes under which a failed write is taken for a full disk
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write `obj` to a temp file beside `path`, fsync it, and rename it over `path`: the previous
+    file stays whole whatever fails. A full disk raises OSError(ENOSPC) naming `path`, also when
+    torch reports it as its own RuntimeError ("enforce fail at inline_container.cc"): the free
+    space is measured before the partial temp file is removed, since removing it frees the space
+    that would tell."""
     path = Path(path)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -109,10 +119,20 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, RuntimeError) and _nearly_full(path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
 
 
 def _fsync_dir(folder: Path) -> None:

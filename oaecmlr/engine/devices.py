@@ -1,6 +1,9 @@
-"""The devices of a run: `--gpus` checked against this machine, and where bf16 autocast pays."""
+"""The devices of a run: `--gpus` checked against this machine, where bf16 autocast pays, and how
+much host memory is free for the image cache."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -34,3 +37,32 @@ def fast_bf16(device: torch.device) -> bool:
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     except AttributeError:
         return False
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory a new allocation can take now: the kernel's MemAvailable, lowered to
+    what the memory cgroup (a container's limit) still allows; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return min(found)

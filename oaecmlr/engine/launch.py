@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from oaecmlr.config import Config, to_toml, validate
+from oaecmlr.config.checks import check_image_memory, synthetic_images
+from oaecmlr.data.cache import check_images
 from oaecmlr.engine.checkpoint import load_model_weights
-from oaecmlr.engine.devices import parse_gpus
+from oaecmlr.engine.devices import available_memory, parse_gpus
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
 from oaecmlr.engine.process import train_process
 from oaecmlr.engine.rundata import load_splits
@@ -47,11 +49,19 @@ def default_name(config: Config, preset: str | None) -> str:
 def check_inputs(config: Config) -> None:
     """Everything that can be checked before the run folder exists: devices, data layout, --init."""
     parse_gpus(config.run.gpus)
-    if config.data.dataset != "synthetic":
+    if config.data.dataset == "synthetic":
+        images = synthetic_images(config)
+    else:
         splits = load_splits(config.data)
         for split in ("train", "query", "gallery"):
             if not splits.split(split):
                 raise DatasetError(f"the {split} split of {config.data.dataset} under {splits.root} is empty")
+        images = sum(len(splits.split(split)) for split in ("train", "query", "gallery"))
+    check_image_memory(config, images, available_memory())
+    if config.data.dataset != "synthetic":  # a file that is no image, named before any run folder exists
+        for split in ("train", "query", "gallery"):
+            check_images([r.path for r in splits.split(split)], config.data.height, config.data.width,
+                         config.data.cache_dir or None, config.data.resize)
     if config.model.pretrained and not Path(config.model.pretrained).is_file():
         raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
     if config.model.init:
@@ -93,7 +103,7 @@ def start_run(config: Config, name: str | None = None, runs_dir: str | None = No
 def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None = None,
                epochs: int | None = None, detach: bool = False, gpus: str | None = None) -> RunDir:
     if torchrun_env():
-        config = load_run_config(find_run(name, runs_dir))
+        config = checked_run_config(find_run(name, runs_dir))
         return run_under_torchrun(lambda: prepare_resume(name, runs_dir, epochs, gpus), config, True, listener)
     run = prepare_resume(name, runs_dir, epochs, gpus)
     if detach:
@@ -122,18 +132,33 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None, gpus: st
     if epochs is not None and not summary.finished and epochs < summary.epoch:
         raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
                           "in the past")
-    config = load_run_config(run)
+    config = checked_run_config(run)
     if epochs is not None:
         config.run.epochs = epochs
     if gpus is not None:
         config.run.gpus = gpus
-        validate(config)  # the batch must still split over the new number of workers
+    if epochs is not None or gpus is not None:
+        validate(config)  # in range, and the batch must still split over the new number of workers
     check_inputs(config)  # the data, devices and --init as they are now, before anything is touched
     if epochs is not None or gpus is not None:
         run.config.write_text(to_toml(config))
     run.stop_request.unlink(missing_ok=True)
     clean_stale_temp_files(run)
     return run
+
+
+def checked_run_config(run: RunDir) -> Config:
+    """A run's config.toml, checked exactly as `oaecmlr run` checks a new config (types, then
+    `validate`: ranges, choices, the batch), so an edited file is refused in one line before
+    anything of the run is touched."""
+    try:
+        config = load_run_config(run)
+        validate(config)
+    except ConfigError as exc:
+        reason = str(exc).removeprefix("config.toml: ")
+        raise ConfigError(f"{run.config}: {reason}; fix that line (resume keeps the run's settings) or start a new "
+                          f"run with --init {run.name}") from None
+    return config
 
 
 def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:

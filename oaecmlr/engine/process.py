@@ -57,8 +57,7 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     except StopNow as stop:
         if session:
             epoch = loop.epoch_in_progress if loop is not None and loop.epoch_in_progress else 0
-            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; resume continues from "
-                                                     "the last checkpoint"))
+            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; {resume_from(run)}"))
             session.set_status("stopped")
         return None
     except Exception as exc:
@@ -101,7 +100,7 @@ def record_failure(session: RunSession, exc: Exception) -> RunFailed:
         return exc
     if out_of_space(exc, session.run.path):
         message = (f"no space left on device at {session.run.path}; free some space, then `oaecmlr resume "
-                   f"{session.run.name}` continues from the last checkpoint")
+                   f"{session.run.name}` {resume_from(session.run).removeprefix('resume ')}")
     elif isinstance(exc, OaecmlrError):
         message = str(exc)
     else:  # unexpected: keep the traceback in the log, one line for the user
@@ -113,6 +112,13 @@ def record_failure(session: RunSession, exc: Exception) -> RunFailed:
         except OSError:
             pass  # the disk is full: the error still reaches the user
     return RunFailed(message)
+
+
+def resume_from(run: RunDir) -> str:
+    """What `oaecmlr resume` will do with the run as its folder is now."""
+    if run.last.is_file():
+        return "resume continues from the last checkpoint"
+    return "resume starts it over from epoch 0 (no checkpoint was written yet)"
 
 
 LOW_SPACE = 64 * 2**20

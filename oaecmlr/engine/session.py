@@ -152,6 +152,12 @@ class RunSession:
         except OSError:  # a full disk: what could be written was written
             pass
         for handler in self.log.handlers:
-            handler.close()
+            try:
+                handler.close()
+            except OSError:  # a full disk: flushing the log's last lines failed
+                pass
         self.log.handlers = []
-        Path(self.run.stop_request).unlink(missing_ok=True)
+        try:
+            Path(self.run.stop_request).unlink(missing_ok=True)
+        except OSError:
+            pass

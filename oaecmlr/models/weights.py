@@ -15,6 +15,7 @@ needs (``NUMPY_SCALAR_NAMES``: Cluster Contrast stores its ``best_mAP`` as one).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,9 @@ def read_weights_file(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file")
     try:
-        with torch.serialization.safe_globals(numpy_scalar_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()), warnings.catch_warnings():
+            # a raw pickle: torch asks to "please file an issue"; the refusal below says what it is
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files; each means the same to the user
         raise CheckpointError(f"{what} {path} cannot be loaded: {refusal_reason(exc)}") from None

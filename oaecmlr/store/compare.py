@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from oaecmlr.store.ondisk import silent
 from oaecmlr.store.runs import RunDir, summarize_run
 from oaecmlr.store.summary import RunSummary
 
@@ -42,22 +43,27 @@ class RunRecord:
         return self.summary.name
 
 
-def read_config(run: RunDir) -> dict[str, Any]:
-    """The run's settings, flat ("section.key": value), as the run understood them."""
+def read_config(run: RunDir, warn=None) -> dict[str, Any]:
+    """The run's settings, flat ("section.key": value), as the run understood them; what a
+    hand-edited file says when they no longer check; {} (with a warning) when it cannot be read."""
     from oaecmlr.config import config_from_dict, read_toml
     from oaecmlr.errors import ConfigError
 
     if not run.config.exists():
         return {}
     try:
-        return config_from_dict(read_toml(run.config)).flat()
-    except ConfigError:  # a hand-edited file: show what it says
         mapping = read_toml(run.config)
+    except ConfigError as exc:  # not TOML, too large, not a regular file: one bad run hides no other
+        (warn or silent)(f"{exc}; {run.name}'s settings are not shown")
+        return {}
+    try:
+        return config_from_dict(mapping).flat()
+    except ConfigError:  # a hand-edited file: show what it says
         return {f"{s}.{k}": v for s, values in mapping.items() if isinstance(values, dict) for k, v in values.items()}
 
 
 def run_record(run: RunDir, warn=None) -> RunRecord:
-    return RunRecord(summarize_run(run, warn=warn), read_config(run))
+    return RunRecord(summarize_run(run, warn=warn), read_config(run, warn))
 
 
 def compare(records: list[RunRecord]) -> dict[str, Any]:

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oaecmlr.errors import RunError
-from oaecmlr.store.events import read_events
+from oaecmlr.formatting import printable
+from oaecmlr.store import ondisk
+from oaecmlr.store.events import EventTail
+from oaecmlr.store.ondisk import Warn, silent
 from oaecmlr.store.schema import Event
 from oaecmlr.store.summary import RunFold, RunSummary
 from oaecmlr.tempfiles import pid_alive, remove_files, temp_name
@@ -91,11 +94,9 @@ class RunDir:
     def exists(self) -> bool:
         return self.events.exists() or self.config.exists()
 
-    def read_status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return {}
+    def read_status(self, warn: Warn | None = None) -> dict[str, Any]:
+        """status.json, every known field checked (`oaecmlr.store.ondisk`); {} when absent or unusable."""
+        return ondisk.read_status(self.status_file, warn)
 
     def write_status(self, state: str, **fields: Any) -> None:
         """Replace status.json whole (temp file + rename). When that fails (a full disk), no temp file
@@ -129,7 +130,11 @@ def _overwrite_in_place(path: Path, *texts: str) -> None:
 
 
 def run_dir(name: str, runs_dir: str | Path | None = None) -> RunDir:
-    """The folder of run `name` under the runs root; a path to a run folder works too."""
+    """The folder of run `name` under the runs root; a path to a run folder works too.
+
+    A name is one plain folder name (`check_name`: no '/', no '..'), so it always names an entry of
+    the runs folder; that entry may be a symlink to a run folder elsewhere, which `list_runs` lists
+    too (whoever can write the runs folder chose it)."""
     candidate = Path(name)
     try:
         if candidate.is_dir() and (candidate / "events.jsonl").exists():
@@ -138,15 +143,17 @@ def run_dir(name: str, runs_dir: str | Path | None = None) -> RunDir:
         pass
     root = runs_root(runs_dir)
     check_name(name)
-    path = (root / name).resolve()
-    if root.resolve() not in path.parents:
-        raise RunError(f"run name {name!r} escapes the runs folder {root}")
-    return RunDir(path)
+    return RunDir(Path(os.path.abspath(root / name)))
 
 
 def find_run(name: str, runs_dir: str | Path | None = None) -> RunDir:
     run = run_dir(name, runs_dir)
-    if not run.exists():
+    try:
+        exists = run.exists()
+    except OSError as exc:
+        raise RunError(f"cannot read run {name!r} in {runs_root(runs_dir)} ({exc.strerror or exc}); "
+                       "check the folder's permissions or pass --runs-dir") from None
+    if not exists:
         known = ", ".join(r.name for r in list_runs(runs_dir)[:10]) or "none"
         raise RunError(f"no run {name!r} in {runs_root(runs_dir)} (runs there: {known}); pass --runs-dir")
     return run
@@ -154,18 +161,44 @@ def find_run(name: str, runs_dir: str | Path | None = None) -> RunDir:
 
 def create_run(name: str, runs_dir: str | Path | None = None) -> RunDir:
     run = run_dir(name, runs_dir)
-    if run.exists():
-        raise RunError(f"run {name!r} already exists in {run.path.parent}; choose another --name or `oaecmlr resume {name}`")
-    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        if run.exists():
+            raise RunError(f"run {name!r} already exists in {run.path.parent}; choose another --name or "
+                           f"`oaecmlr resume {name}`")
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create the run folder {run.path} ({exc.strerror or exc}); pass --runs-dir (or set "
+                       "OAECMLR_RUNS to) a folder you can write") from None
     return run
 
 
-def list_runs(runs_dir: str | Path | None = None) -> list[RunDir]:
+def list_runs(runs_dir: str | Path | None = None, warn: Warn | None = None) -> list[RunDir]:
+    """The run folders of the runs root (those holding events.jsonl), by name; [] when the root does
+    not exist yet, RunError when it cannot be read. A folder whose name no run can have is skipped
+    (with a warning), since no command could name it."""
     root = runs_root(runs_dir)
-    if not root.is_dir():
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
         return []
-    return sorted((RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "events.jsonl").exists()),
-                  key=lambda r: r.name)
+    except NotADirectoryError:
+        raise RunError(f"the runs folder {root} is a file, not a folder; pass --runs-dir (or set OAECMLR_RUNS to) "
+                       "a folder") from None
+    except OSError as exc:
+        raise RunError(f"cannot read the runs folder {root} ({exc.strerror or exc}); check its permissions, or "
+                       "pass --runs-dir (or set OAECMLR_RUNS to) another folder") from None
+    runs = []
+    for entry in entries:
+        try:
+            if not (entry.is_dir() and os.path.exists(os.path.join(entry.path, "events.jsonl"))):
+                continue
+        except OSError:
+            continue
+        if not NAME_PATTERN.match(entry.name) or ".." in entry.name:
+            (warn or silent)(f"{printable(entry.path)}: not a valid run name; skipped")
+            continue
+        runs.append(RunDir(Path(entry.path)))
+    return sorted(runs, key=lambda r: r.name)
 
 
 def live_state(status: dict[str, Any], last_event: str | None) -> str:
@@ -180,10 +213,21 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
 
 
-def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None) -> RunSummary:
-    """The summary of a run folder: its events folded, its status from status.json and liveness."""
-    fold = RunFold().add(read_events(run.events, warn) if events is None else events)
-    return fold.summary(run.name, str(run.path), live_state(run.read_status(), fold.last_event))
+def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None, history: bool = True) -> RunSummary:
+    """The summary of a run folder: its events folded, its status from status.json and liveness.
+
+    history=False (`oaecmlr runs`) reads the events as a stream and keeps only what a listing
+    shows (the best and last evaluations, the last clustering; no losses, no last_iter): memory
+    stays that of one chunk of the file, whatever its size, and `iter` lines, most of a long
+    run's file, are only skimmed for their time. status.json and the events are checked as
+    `oaecmlr.store.ondisk` says; what is skipped is warned about through `warn`."""
+    fold = RunFold(history=history)
+    if events is None:
+        for event in EventTail(run.events, warn, skim=() if history else ("iter",)).each_new():
+            fold.add((event,))
+    else:
+        fold.add(events)
+    return fold.summary(run.name, str(run.path), live_state(run.read_status(warn), fold.last_event))
 
 
 def clean_stale_temp_files(run: RunDir) -> list[str]:
@@ -231,20 +275,24 @@ def load_run_config(run: RunDir) -> Config:
     return config_from_dict(read_toml(run.config))
 
 
-def read_meta(run: RunDir) -> dict[str, Any]:
-    """The user's note and tags of a run (`oaecmlr note`): {"note": str, "tags": [str]}."""
-    try:
-        meta = json.loads(run.meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-    note, tags = meta.get("note", ""), meta.get("tags", [])
-    return {"note": note if isinstance(note, str) else "",
-            "tags": [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []}
+def read_meta(run: RunDir, warn: Warn | None = None) -> dict[str, Any]:
+    """The user's note and tags of a run (`oaecmlr note`): {"note": str, "tags": [str]}, checked
+    (`oaecmlr.store.ondisk.read_meta`); {} when there is no usable meta.json."""
+    return ondisk.read_meta(run.meta, warn)
 
 
 def write_meta(run: RunDir, meta: dict[str, Any]) -> None:
+    """Replace meta.json whole; a note or tags that a reader would refuse are refused here first.
+    When the write fails (a full disk) no temp file is left and meta.json is as it was."""
+    note, tags = meta.get("note", ""), meta.get("tags", [])
+    for key, value in (("note", note), ("tags", tags)):
+        check, wanted = ondisk.META_RULES[key]
+        if not check(value):
+            raise RunError(f"the {key} must be {wanted}, got {ondisk.shown(value)}")
     tmp = temp_name(run.meta)
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    os.replace(tmp, run.meta)
+    try:
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(tmp, run.meta)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {run.meta} ({exc.strerror or exc}); the note and tags are as they were") from None

@@ -4,8 +4,10 @@ and everything that watches it (the CLI, the dashboard, compare, scripts with jq
 On disk an event is one JSON object: `{"event": KIND, "time": UNIX_SECONDS, FIELD: VALUE, ...}`.
 Writers build these classes; readers parse lines back into them with `parse_event`, which accepts
 unknown fields (ignored) and unknown kinds (`UnknownEvent`, so newer files stay readable), and
-refuses a known kind whose fields have the wrong types (`EventError`), so no reader ever computes
-with a string where a number belongs. Fractions (mAP, purity, ...) are in [0, 1].
+refuses a known kind whose fields have the wrong types or lie out of range (`EventError`; the
+ranges are `oaecmlr.store.ondisk.EVENT_RULES`), so no reader ever computes with a string where a
+number belongs, or with NaN, or with a 400-digit integer. Fractions (mAP, purity, ...) are in [0, 1];
+texts come back with their control characters escaped.
 
 Schema versions (the `schema` field of `start`): 1 - the first contract; 2 - typed classes,
 `warning` events, provenance in `start`, camera diagnostics in `cluster`; 3 - OAE and CMLR diagnostics
@@ -19,6 +21,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from oaecmlr.store.ondisk import event_value, range_check, shown
 
 SCHEMA_VERSION = 3
 
@@ -205,12 +209,20 @@ class UnknownEvent(Event):
     fields: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Skimmed(Event):
+    """An event a reader only counted: its kind and its (checked) time; its other fields were not
+    read (`EventTail(skim=...)`: `oaecmlr runs` needs no more of the many `iter` events)."""
+
+    event: str
+
+
 KINDS: dict[str, type[Event]] = {cls.EVENT: cls for cls in (Start, Loading, Eval, EpochStart, Cluster, Iter, EpochEnd,
                                                             HealthWarning, Stopped, Failure, Resume, End)}
 
 
 def kind_of(event: Event) -> str:
-    return event.event if isinstance(event, UnknownEvent) else event.EVENT
+    return event.event if isinstance(event, (UnknownEvent, Skimmed)) else event.EVENT
 
 
 def to_record(event: Event) -> dict[str, Any]:
@@ -225,22 +237,28 @@ def parse_event(raw: Any) -> Event:
     """An event from its JSON object; EventError when it is not one or a field has the wrong type."""
     if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):
         raise EventError("not an event object")
-    kind = raw["event"]
-    time = raw.get("time", 0.0)
-    if not _is_number(time):
-        raise EventError(f"{kind}: time must be a number, got {time!r}")
+    kind, wrong = event_value("kind", raw["event"])
+    if wrong:
+        raise EventError(f"event must be {wrong}, got {shown(raw['event'])}")
+    time, wrong = event_value("time", raw.get("time", 0.0))
+    if wrong:
+        raise EventError(f"{kind}: time must be {wrong}, got {shown(raw.get('time'))}")
     cls = KINDS.get(kind)
     if cls is None:
         return UnknownEvent(time=float(time), event=kind, fields={k: v for k, v in raw.items() if k not in ("event", "time")})
     values = {}
-    for name, required, check, hint in _plan(cls):
+    for name, required, check, hint, in_range in _plan(cls):
         if name not in raw:
             if required:
                 raise EventError(f"{kind}: missing field {name!r}")
             continue
         value = raw[name]
         if not check(value):
-            raise EventError(f"{kind}: {name} must be {_describe(hint)}, got {value!r}")
+            raise EventError(f"{kind}: {name} must be {_describe(hint)}, got {shown(value)}")
+        if value is not None and in_range is not None:
+            value, wrong = in_range(value)
+            if wrong:
+                raise EventError(f"{kind}: {name} must be {wrong}, got {shown(raw[name])}")
         values[name] = float(value) if hint is float and isinstance(value, int) else value
     return cls(time=float(time), **values)
 
@@ -248,15 +266,23 @@ def parse_event(raw: Any) -> Event:
 _PLANS: dict[type, list] = {}
 
 
-def _plan(cls: type[Event]) -> list[tuple[str, bool, typing.Callable[[Any], bool], Any]]:
-    """(name, required, type check, hint) of each field but time, built once per class: parsing is
-    the dashboard's start-up cost."""
+def _plan(cls: type[Event]) -> list[tuple[str, bool, typing.Callable[[Any], bool], Any, typing.Callable | None]]:
+    """(name, required, type check, hint, range check) of each field but time, built once per class:
+    parsing is the dashboard's start-up cost."""
     if cls not in _PLANS:
         hints = typing.get_type_hints(cls)
         _PLANS[cls] = [(f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-                        type_check(hints[f.name]), hints[f.name])
+                        type_check(hints[f.name]), hints[f.name], range_check(f.name, _base(hints[f.name])))
                        for f in dataclasses.fields(cls) if f.name != "time"]
     return _PLANS[cls]
+
+
+def _base(hint: Any) -> Any:
+    """int for `int | None`, the hint itself otherwise."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
 def _is_number(value: Any) -> bool:

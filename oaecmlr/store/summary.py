@@ -2,7 +2,9 @@
 runs`, `show`, `compare`, the dashboard and the ablation script.
 
 `RunFold` takes events in O(1) each (the dashboard feeds it only what a tail read is new);
-`RunFold.summary()` freezes the totals into a `RunSummary`. Definitions, shared by every view:
+`RunFold.summary()` freezes the totals into a `RunSummary`. `RunFold(history=False)` keeps only what
+a listing shows (the best and the last evaluation, the last clustering, no losses), so that
+`oaecmlr runs` folds a file of any size in constant memory. Definitions, shared by every view:
 - epoch: the last finished epoch; epochs: the target, as last set (start, or `resume --epochs`);
 - best: the evaluation after epoch 0 with the highest mAP (the first of equals), as best.pt;
 - final: the last evaluation;
@@ -129,8 +131,10 @@ class RunFold:
     last_time: float | None = None
     resumes: int = 0
     count: int = 0
+    history: bool = True  # False: keep the best and last evaluation and the last clustering only
     _closed: float = 0.0  # running time of the segments before the current one
     _segment_start: float | None = None
+    _best: Eval | None = None  # history=False: the best evaluation after epoch 0 so far
 
     def add(self, events: list[Event] | tuple[Event, ...]) -> RunFold:
         for event in events:
@@ -151,15 +155,20 @@ class RunFold:
                 if event.epochs is not None:
                     self.epochs = event.epochs
             elif isinstance(event, Eval):
-                self.evaluations.append(event)
+                self._add_evaluation(event)
             elif isinstance(event, Iter):
                 self.last_iter = event
-                self.losses.append(((event.epoch - 1) * event.total_iterations + event.iteration, event.loss))
+                if self.history:
+                    self.losses.append(((event.epoch - 1) * event.total_iterations + event.iteration, event.loss))
             elif isinstance(event, Cluster):
+                if not self.history:
+                    self.clusters.clear()
                 self.clusters.append(event)
             elif isinstance(event, EpochEnd):
                 self.epoch = max(self.epoch, event.epoch)
             elif isinstance(event, HealthWarning):
+                if not self.history:
+                    del self.warnings[:-1]  # the last two
                 self.warnings.append(event)
             elif isinstance(event, Failure):
                 self.failure = event
@@ -168,6 +177,17 @@ class RunFold:
             elif isinstance(event, End):
                 self.end = event
         return self
+
+    def _add_evaluation(self, event: Eval) -> None:
+        if self.history:
+            self.evaluations.append(event)
+            return
+        # the best (the first of equal mAP, after epoch 0) and the last, in the order they came
+        if event.epoch > 0 and (self._best is None or event.mAP > self._best.mAP):
+            self._best = event
+        self.evaluations[:] = [e for e in (self._best, event) if e is not None]
+        if len(self.evaluations) == 2 and self.evaluations[0] is self.evaluations[1]:
+            self.evaluations.pop()
 
     @property
     def elapsed(self) -> float | None:
