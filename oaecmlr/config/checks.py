@@ -63,6 +63,7 @@ RULES: dict[str, Rule] = {
     "memory.camera_weight": at_least(0), "memory.camera_temperature": positive(), "memory.camera_negatives": at_least(0),
     "supervised.label_smoothing": between(0, 0.99), "supervised.triplet_margin": at_least(0),
     "train.bn_group": at_least(0), "train.bn_running": one_of(*s.BN_RUNNING), "train.dist_timeout": positive(),
+    "train.deterministic": one_of(False, True),
 }
 
 
