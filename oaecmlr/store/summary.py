@@ -53,6 +53,7 @@ class RunSummary:
     elapsed: float | None = None
     resumes: int = 0
     events: int = 0
+    gpus: tuple[dict, ...] = ()  # the workers' GPUs as last started or resumed (provenance; the dashboard's NVML map)
 
     @property
     def dataset(self) -> str | None:
@@ -129,6 +130,7 @@ class RunFold:
     last_time: float | None = None
     resumes: int = 0
     count: int = 0
+    gpus: tuple[dict, ...] = ()
     _closed: float = 0.0  # running time of the segments before the current one
     _segment_start: float | None = None
 
@@ -145,8 +147,10 @@ class RunFold:
                 if self.start is None or event.restarted:
                     self.start = event
                 self.epochs = event.epochs
+                self.gpus = tuple(event.provenance.get("gpus") or ())
             elif isinstance(event, Resume):
                 self.resumes += 1
+                self.gpus = tuple(event.gpus)
                 self.failure = self.stopped = self.end = None
                 if event.epochs is not None:
                     self.epochs = event.epochs
@@ -180,4 +184,5 @@ class RunFold:
                           evaluations=tuple(self.evaluations), clusters=tuple(self.clusters),
                           losses=tuple(self.losses), last_iter=self.last_iter, warnings=tuple(self.warnings),
                           failure=self.failure, stopped=self.stopped, end=self.end, last_event=self.last_event,
-                          last_time=self.last_time, elapsed=self.elapsed, resumes=self.resumes, events=self.count)
+                          last_time=self.last_time, elapsed=self.elapsed, resumes=self.resumes, events=self.count,
+                          gpus=self.gpus)
