@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oaecmlr.cli.evaluate import FileOptions, Target, open_target, prepare
+from oaecmlr.cli.evaluate import FileOptions, Target, open_target, pick_device, prepare
 from oaecmlr.errors import CliError, DatasetError
 
 ARRAYS = ("query_features", "gallery_features", "query_pids", "query_camids", "gallery_pids", "gallery_camids")
@@ -79,6 +79,7 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
     """Write the features and labels of the query and gallery to ``out``; returns meta.json's content."""
     import numpy as np
 
+    pick_device(device)  # a wrong --device says so before the checkpoint and the data are read
     target = open_target(target_name, runs_dir, checkpoint, options)
     folder = Path(out) if out else default_folder(target)
     check_folder(folder, force)
