@@ -283,7 +283,7 @@ def _faiss_gpu_search(features: torch.Tensor, m: int) -> tuple[torch.Tensor, tor
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether a faiss or torch error says the GPU had no memory left."""
     text = str(exc).lower()
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text or "alloc fail" in text
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in text or "alloc fail" in text
 
 
 def rank_rows(distance: torch.Tensor, k: int) -> torch.Tensor:
