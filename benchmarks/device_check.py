@@ -203,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     with open(out / "device_check.log", "a") as log, open(out / "results.jsonl", "a") as results:
         for step in plan:
-            cap = min(step.cap_s, deadline - time.monotonic())
+            left = deadline - time.monotonic()
+            cap = min(step.cap_s, left)
             header = f"\n=== [{step.name}] cap {cap:.0f} s: {step.what}\n$ {shlex.join(step.command)}\n"
             print(header, end="", flush=True)
             log.write(header)
-            if cap < 3:
+            if left < 3:
                 summary.append(f"{step.name}: skipped (the {TOTAL_CAP_S} s are spent)")
                 continue
             code, seconds = run_step(step, cap, log, results)

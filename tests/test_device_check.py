@@ -48,6 +48,20 @@ def test_a_step_stopped_by_its_cap_keeps_what_it_printed(monkeypatch):
     assert results.getvalue() == '{"step": "slow", "x": 1}\n'
 
 
+def test_the_run_keeps_to_its_total_and_says_what_each_step_did(monkeypatch, tmp_path, capsys):
+    module = device_check()
+    sleeper = (sys.executable, "-c", "print('started'); import time; time.sleep(30)")
+    monkeypatch.setattr(module, "steps", lambda: [module.Step("slow", 3, sleeper, "outlives its cap"),
+                                                  module.Step("late", 2, (sys.executable, "-c", "print(1)"), "too late")])
+    monkeypatch.setattr(module, "TOTAL_CAP_S", 5)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert module.main([]) == 0
+    summary = capsys.readouterr().out.split("=== summary\n")[1].splitlines()
+    assert summary[0].startswith("slow: stopped by its 3 s cap after 3.")
+    assert summary[1] == "late: skipped (the 5 s are spent)"
+    assert "started" in (tmp_path / "device_check.log").read_text()
+
+
 def test_the_dry_run_catches_a_step_whose_code_has_rotted():
     module = device_check()
     rotted = module.Step("rotted", 10, (sys.executable, "benchmarks/bench_batchnorm.py", "--no-such-option"), "rotted")
