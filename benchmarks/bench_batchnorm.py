@@ -16,6 +16,7 @@ import torch
 
 from oaecmlr.config import plan_batchnorm
 from oaecmlr.engine.batchnorm import apply_plan
+from oaecmlr.engine.devices import configure_kernels, resolve_device
 from oaecmlr.models import build_model
 
 
@@ -53,7 +54,7 @@ def measure(arch: str, size: tuple[int, int], batch: int, group: int, repeats: i
               f"({batch / median:6.1f} img/s), x{median / base:.3f} of whole-batch BatchNorm")
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--arch", action="append", help="default: mobilenet_v2 and resnet18")
@@ -61,11 +62,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--group", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     archs = args.arch or ["mobilenet_v2", "resnet18"]
     sizes = args.size or ["128x64", "64x32"]
-    device = torch.device(args.device)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
+    device = resolve_device(args.device)
+    configure_kernels(device, deterministic=False)  # cudnn.benchmark, as training sets it
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({name}), torch {torch.__version__}, float32, cudnn.benchmark {torch.backends.cudnn.benchmark}")
     for arch, size in zip(archs, sizes):
         h, w = (int(v) for v in size.split("x"))
         measure(arch, (h, w), args.batch, args.group, args.repeats, device)

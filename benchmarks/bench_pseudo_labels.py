@@ -86,7 +86,7 @@ def run_child(kind: str, n: int, dim: int, device: str, timeout: float) -> dict 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="12936,32621,100000")
     parser.add_argument("--dim", type=int, default=2048)
@@ -95,7 +95,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--camera", action="store_true", help="CA-Jaccard beside the plain pseudo-labels")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.child:
         kind, n, dim, device = args.child
         print(json.dumps(measure(kind, int(n), int(dim), device)))

@@ -13,10 +13,16 @@ full 50 x 400 recipe (the Market recipe has 200 iterations; 400 is MSMT17's and 
     python benchmarks/bench_train.py --full               # GPU: ResNet-50, 12,936 images at 256x128, batch 256
     python benchmarks/bench_train.py --full --ddp         # also the distributed path at world size 1 (NCCL)
     python benchmarks/bench_train.py --full --msmt        # MSMT17 sizes: 32,621 train + 93,820 eval images
+    python benchmarks/bench_train.py --full --no-amp --sync-count 5   # float32, and the host syncs of 5 iterations
 
 `--msmt` checks that MSMT17-sized training fits: the image caches are placed by the engine's rule
 (GPU memory while 24 GiB stay free, else pinned host memory; `--image-cache host` forces the host)
-and the gallery's features are extracted once, so the peak GPU memory covers an evaluation too.
+and one `evaluate()` runs at that size (11,659 queries x 82,161 gallery images), so the peak GPU
+memory covers an evaluation too.
+
+`--sync-count N` (CUDA) counts the host synchronisations of the epoch's set-up and of its last N
+iterations with `torch.cuda.set_sync_debug_mode`, by source line. The peak GPU memory is printed
+both as allocated and as reserved by PyTorch's caching allocator (what other processes cannot use).
 
 `--ddp` times the real loop a second time through the distributed code path (DDP, SyncBatchNorm,
 collectives; NCCL on CUDA, gloo on CPU) at world size 1, and prints its ratio to the plain loop.
@@ -29,13 +35,17 @@ import json
 import os
 import socket
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from oaecmlr.config import load_config
+from oaecmlr.engine.devices import configure_kernels, resolve_device
 from oaecmlr.engine.distributed import SINGLE, Dist, init_group
+from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import autocast
 from oaecmlr.engine.loop import EpochLabels
 from oaecmlr.engine.placement import place_images
@@ -112,8 +122,29 @@ def distributed_world_of_one(device: torch.device) -> Dist:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    init_group(device, 0, 1, timeout_s=300)
-    return Dist(0, 1, 0, forced=True)
+    return Dist(0, 1, 0, forced=True, device=init_group(device, 0, 1, timeout_s=300))
+
+
+def count_syncs(loop: Recording, phase: EpochLabels, iterations: int) -> dict:
+    """Host syncs of an epoch's set-up (train_epoch with no iteration left) and of its last
+    `iterations` iterations, by source line (CUDA only: the sync debug mode watches CUDA calls)."""
+    total = loop.config.run.iterations
+
+    def syncs(first: int) -> Counter:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                loop.train_epoch(EpochLabels(3, phase.labels, phase.soft, phase.soft_index, first))
+                sync(loop.device)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+
+    setup = syncs(total)
+    both = syncs(total - iterations)
+    return {"setup": sum(setup.values()), "iterations": iterations, "in_iterations": sum((both - setup).values()),
+            "by_line": dict((both - setup).most_common()), "setup_by_line": dict(setup.most_common())}
 
 
 def build(config, data, device, dist=SINGLE) -> Recording:
@@ -122,7 +153,7 @@ def build(config, data, device, dist=SINGLE) -> Recording:
     return loop
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="ResNet-50, 12,936 images at 256x128, batch 16x16")
     parser.add_argument("--arch", default=None)
@@ -133,8 +164,14 @@ def main() -> None:
     parser.add_argument("--msmt", action="store_true", help="MSMT17 sizes: 32,621 train, 11,659 query, 82,161 gallery")
     parser.add_argument("--image-cache", default="auto", choices=("auto", "device", "host"))
     parser.add_argument("--no-amp", action="store_true", help="float32 throughout (train.amp=false), to measure what bf16 gives")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    parser.add_argument("--sync-count", type=int, default=0, metavar="N",
+                        help="CUDA: count the host syncs of the epoch set-up and of N iterations")
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    device = resolve_device(args.device)
     if args.full:
         arch, images, height, width, p, k, iterations = args.arch or "resnet50", args.images or 12936, 256, 128, 16, 16, args.iterations or 60
     else:
@@ -146,6 +183,7 @@ def main() -> None:
     query, gallery = (11659, 82161) if args.msmt else (0, 0)
     images = 32621 if args.msmt and not args.images else images
     data = synthetic_data(images, max(p, images // 17), height, width, device, query, gallery, args.image_cache)
+    configure_kernels(device, config.train.deterministic)  # cudnn.benchmark, as training sets it
     loop = build(config, data, device)
     batch = p * k
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()} "
@@ -173,16 +211,22 @@ def main() -> None:
               "projected_50x400_min": round(projected / 60, 1)}
     result["image_cache"] = data.stats["image_cache"]
     if args.msmt:
-        start = time.perf_counter()
-        loop.extract(data.gallery.images)
-        sync(device)
-        result["gallery_extraction_s"] = round(time.perf_counter() - start, 2)
+        metrics = evaluate(loop.extract, data.query, data.gallery)
+        result["evaluate_s"] = metrics["seconds"]
+        print(f"evaluate() of {metrics['num_query']} queries x {metrics['num_gallery']} gallery images: "
+              f"{metrics['seconds']:.1f} s (extraction, distances, ranking)")
     if device.type == "cuda":
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        print(f"peak GPU memory {result['peak_gpu_gb']} GiB (training + image cache"
-              f"{' + gallery extraction' if args.msmt else ''})")
+        result["peak_gpu_reserved_gb"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
+        print(f"peak GPU memory {result['peak_gpu_gb']} GiB allocated, {result['peak_gpu_reserved_gb']} GiB reserved "
+              f"(training + image cache{' + an evaluation' if args.msmt else ''})")
+    if args.sync_count and device.type == "cuda":
+        result["syncs"] = count_syncs(loop, phase, min(args.sync_count, iterations))
+        found = result["syncs"]
+        print(f"host syncs: {found['setup']} in the epoch set-up, {found['in_iterations']} in {found['iterations']} "
+              f"iterations: " + (", ".join(f"{k} x{v}" for k, v in found["by_line"].items()) or "none"))
     if args.ddp:
-        ddp_loop = build(config, data, device, distributed_world_of_one(device))
+        ddp_loop = build(config, data, device, distributed_world_of_one(device))  # its device: cuda:N
         ddp_phase = ddp_loop.epoch_labels(1)  # its own memory; the same labels (same weights, same features)
         ddp = real_loop(ddp_loop, ddp_phase, batch, iterations)
         backend = torch.distributed.get_backend()

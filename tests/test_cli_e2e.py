@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -95,6 +96,18 @@ def test_eval_rerank_is_labelled(trained):
     table = invoke("eval", "tiny", "--runs-dir", root, "--rerank").stdout
     assert "re-ranked" in table and "not re-ranked" not in table
     assert "not re-ranked" in invoke("eval", "tiny", "--runs-dir", root).stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_eval_on_a_gpu_that_is_not_there_says_so_in_one_line(trained):
+    """`--device` is checked as `--gpus` is (issue 24), not handed to CUDA to fail with a traceback."""
+    root, _ = trained
+    done = subprocess.run([sys.executable, "-m", "oaecmlr", "eval", "tiny", "--runs-dir", str(root), "--device", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --device 3 needs CUDA, but no CUDA device is visible here (torch.cuda.is_available() is False); "
+        "use --device cpu"]
 
 
 def test_visrank_writes_framed_ranking_images(trained, tmp_path):

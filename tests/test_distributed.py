@@ -1,5 +1,11 @@
 """Several workers (`--gpus cpu,cpu`, gloo): same pseudo-labels and nearly the same training as one
-process, global-batch BatchNorm, worker death, resume with another world size."""
+process, global-batch BatchNorm, worker death, resume with another world size, torchrun, a long
+start-up, rank 0's memories on every rank, and every collective's tensors on the Dist's device.
+
+The gloo workers here wrap torch.distributed's tensor collectives (`check_collectives`) and
+assert that each tensor handed to one is on `Dist.device`. On a CPU that device is the CPU, so the
+check can only catch a tensor on another device; on a GPU the same code is NCCL's, where `Dist`'s
+own check (`Dist.on_device`) stops a CPU tensor before NCCL does."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as tdist
@@ -70,6 +77,26 @@ def test_global_batchnorm_equals_batchnorm_over_the_whole_batch():
     torch.testing.assert_close(results[0][4], reference.running_var, rtol=1e-5, atol=1e-6)
 
 
+TENSOR_COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "reduce_scatter_tensor", "all_gather_into_tensor")
+
+
+def check_collectives(device: torch.device) -> list[str]:
+    """In this worker, every tensor handed to a torch.distributed collective must be on `device`;
+    returns the list of collectives seen, which grows as they are called."""
+    seen: list[str] = []
+    for name in TENSOR_COLLECTIVES:
+        def checked(*args, _original=getattr(tdist, name), _name=name, **kwargs):
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            tensors += [t for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor)]
+            for tensor in tensors:
+                assert tensor.device == device, f"{_name} was handed a tensor on {tensor.device}, not {device}"
+            seen.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(tdist, name, checked)
+    return seen
+
+
 def _labels_worker(rank, world, port, run_path, queue):
     from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
@@ -78,9 +105,13 @@ def _labels_worker(rank, world, port, run_path, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     tdist.init_process_group("gloo", rank=rank, world_size=world)
     config = tiny_config()
-    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None, Dist(rank, world))
+    dist = Dist(rank, world, device=torch.device("cpu"))
+    seen = check_collectives(dist.device)
+    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None, dist)
     phase = loop.epoch_labels(1)
-    queue.put((rank, phase.labels.numpy().copy(), loop.memory.centroids.numpy().copy()))  # plain arrays
+    centroids = loop.memory.centroids.numpy().copy()  # plain arrays
+    loop.train_epoch(phase)  # the training step's collectives too
+    queue.put((rank, phase.labels.numpy().copy(), centroids, sorted(set(seen))))
     tdist.destroy_process_group()
 
 
@@ -98,13 +129,14 @@ def test_epoch_one_pseudo_labels_equal_single_process(tmp_path):
     workers = [context.Process(target=_labels_worker, args=(r, 2, port, tmp_path, queue)) for r in range(2)]
     for w in workers:
         w.start()
-    got = [queue.get(timeout=180) for _ in workers]
+    got = [queue.get(timeout=600) for _ in workers]  # generous: the workers also train 3 iterations
     for w in workers:
         w.join(timeout=30)
     assert (expected >= 0).sum() > 0
-    for _, labels, centroids in got:
+    for _, labels, centroids, seen in got:
         assert torch.equal(torch.from_numpy(labels), expected)  # clustering ran once and was broadcast
         torch.testing.assert_close(torch.from_numpy(centroids), single.memory.centroids)  # same memory everywhere
+        assert {"all_gather", "all_reduce"} <= set(seen)  # each on the Dist's device (check_collectives)
 
 
 def _one_step(loop):
@@ -127,10 +159,11 @@ def _forced_worker(port, run_path, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     tdist.init_process_group("gloo", rank=0, world_size=1)
     config = tiny_config("train.amp=false")
-    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None,
-                      Dist(0, 1, 0, forced=True))
+    dist = Dist(0, 1, 0, forced=True, device=torch.device("cpu"))
+    seen = check_collectives(dist.device)
+    loop = build_loop(config, RunDir(run_path), load_run_data(config.data), torch.device("cpu"), None, dist)
     kinds = sorted({type(m).__name__ for m in loop.model.modules()})
-    queue.put((kinds, {k: v.numpy() for k, v in _one_step(loop).items()}))
+    queue.put((kinds, {k: v.numpy() for k, v in _one_step(loop).items()}, sorted(set(seen))))
     tdist.destroy_process_group()
 
 
@@ -147,8 +180,9 @@ def test_distributed_path_at_world_size_one_computes_the_plain_gradients(tmp_pat
     queue = context.Queue()
     worker = context.Process(target=_forced_worker, args=(_port(), tmp_path, queue))
     worker.start()
-    kinds, forced = queue.get(timeout=180)
+    kinds, forced, seen = queue.get(timeout=180)
     worker.join(timeout=30)
+    assert "all_gather" in seen  # the features, gathered on the Dist's device
     assert "DistributedDataParallel" in kinds and "GlobalBatchNorm" in kinds and "BatchNorm2d" not in kinds
     assert forced.keys() == plain.keys()
     for key, value in plain.items():
@@ -219,3 +253,120 @@ def test_resume_with_another_world_size(tmp_path):
     assert resumed["world_size"] == 1 and resumed["from_epoch"] == 1
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
     assert events[-1]["event"] == "end"
+
+
+def _memories_worker(rank, world, port, queue):
+    from oaecmlr.core.camera_memory import CameraProxyMemory
+    from oaecmlr.core.clusters import cluster_geometry
+    from oaecmlr.core.memory import ClusterMemory
+    from oaecmlr.engine.memories import initialise_memories
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
+    dist = Dist(rank, world, rank, device=torch.device("cpu"))
+    seen = check_collectives(dist.device)
+    g = torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
+    features = features + rank * 1e-6 * torch.randn(60, 8)  # each rank's own rounding, as on a GPU
+    labels = torch.randint(-1, 5, (60,), generator=g)
+    camids = torch.randint(0, 3, (60,), generator=g)
+    memory, proxies = ClusterMemory(8), CameraProxyMemory(8)
+    if rank:  # memories left from an earlier epoch with other shapes
+        memory.initialise(torch.randn(9, 8))
+        proxies.initialise(torch.randn(30, 8), torch.arange(30) % 9, torch.arange(30) % 4)
+    geometry = cluster_geometry(features, labels.numpy()) if dist.is_main else None
+    own = cluster_geometry(features, labels.numpy()).centroids.numpy().copy()
+    initialise_memories(dist, memory, proxies, geometry, features, labels, camids)
+    state = {f"memory.{k}": v.numpy().copy() for k, v in memory.state_dict().items()}
+    state.update({f"proxies.{k}": v.numpy().copy() for k, v in proxies.state_dict().items()})
+    queue.put((rank, state, own, sorted(set(seen))))
+    tdist.destroy_process_group()
+
+
+def test_every_rank_holds_rank_0s_memory_and_proxies_bit_for_bit():
+    """CUDA's index_add_ sums in a non-deterministic order, so each rank building its own centroids
+    would hold slightly different ones (simulated here by rank 1's features differing by 1e-6)."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _port()
+    workers = [context.Process(target=_memories_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    got = dict((r, rest) for r, *rest in (queue.get(timeout=600) for _ in workers))
+    for w in workers:
+        w.join(timeout=30)
+    (state0, own0, seen), (state1, own1, _) = got[0], got[1]
+    assert not np.array_equal(own0, own1)  # what rank 1 would have built itself
+    assert state0.keys() == state1.keys() and len(state0) == 5
+    for key, value in state0.items():
+        assert value.dtype == state1[key].dtype and np.array_equal(value, state1[key]), key
+    np.testing.assert_array_equal(state0["memory.centroids"], torch.nn.functional.normalize(torch.from_numpy(own0)))
+    assert "broadcast" in seen
+
+
+SLOW_FIRST_LOAD = '''
+"""`oaecmlr` whose first image load in any process sleeps, as a first MSMT17 decode does."""
+import os
+import time
+
+import oaecmlr.engine.process as process
+
+_load = process.load_run_data
+
+
+def slow_first_load(*args, **kwargs):
+    try:
+        os.close(os.open(os.environ["SLOW_MARKER"], os.O_CREAT | os.O_EXCL))
+        time.sleep(float(os.environ["SLOW_SECONDS"]))
+    except FileExistsError:
+        pass
+    return _load(*args, **kwargs)
+
+
+process.load_run_data = slow_first_load  # spawned workers run this file too (as __mp_main__)
+
+if __name__ == "__main__":
+    from oaecmlr.cli.app import main
+
+    main()
+'''
+
+
+def test_a_start_up_longer_than_the_collective_timeout_does_not_fail_the_run(tmp_path):
+    """Rank 0 decodes the images for 25 s while rank 1 waits; train.dist_timeout is 10 s."""
+    script = tmp_path / "slow_oaecmlr.py"
+    script.write_text(SLOW_FIRST_LOAD)
+    sets = [*tiny_sets(), "--set", "run.epochs=1", "--set", "train.dist_timeout=10"]
+    result = subprocess.run([sys.executable, str(script), "run", "demo", "--name", "slow", "--gpus", "cpu,cpu",
+                             "--runs-dir", str(tmp_path), *sets], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "SLOW_MARKER": str(tmp_path / "slept"), "SLOW_SECONDS": "25"})
+    assert (tmp_path / "slept").exists()
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = events_of(tmp_path / "slow")
+    assert events[0]["world_size"] == 2 and events[-1]["event"] == "end"
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "oaecmlr"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_workers_train_and_resume_a_run(tmp_path):
+    """`torchrun --nproc-per-node 2 -m oaecmlr ... --gpus cpu`: two gloo workers, rank 0's run folder."""
+    result = _torchrun("run", "demo", "--name", "tr", "--gpus", "cpu", "--runs-dir", str(tmp_path), *tiny_sets())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("run folder:") == 1  # rank 0 speaks for the run
+    events = events_of(tmp_path / "tr")
+    start = events[0]
+    assert start["event"] == "start" and start["world_size"] == 2
+    assert start["per_rank_batch"] * 2 == start["global_batch"] == 16 and start["device"] == "cpu"
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
+    assert [e["epoch"] for e in events if e["event"] == "eval"] == [0, 1, 2] and events[-1]["event"] == "end"
+    assert json.loads((tmp_path / "tr" / "status.json").read_text())["state"] == "finished"
+
+    result = _torchrun("resume", "tr", "--runs-dir", str(tmp_path), "--epochs", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = events_of(tmp_path / "tr")
+    resumed = next(e for e in events if e["event"] == "resume")
+    assert resumed["world_size"] == 2 and resumed["from_epoch"] == 2 and resumed["gpus"] == []
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2, 3] and events[-1]["event"] == "end"

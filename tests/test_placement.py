@@ -60,12 +60,13 @@ def test_cuda_placement_and_a_training_batch_from_either_cache(mode, where):
     from oaecmlr.store.runs import RunDir
 
     config = tiny_config()
-    device = torch.device("cuda")
+    device = torch.device("cuda")  # index-less, as `--device cuda` gives it: resolved to cuda:N by placement and loop
     data = place_images(load_run_data(config.data), device, mode, reserve_gb=0.5)
     assert set(data.stats["image_cache"].values()) == {where}
     assert (data.train.images.device.type == "cuda") == (where == "cuda")
     assert where == "cuda" or data.train.images.is_pinned()
     loop = build_loop(config, RunDir(__import__("pathlib").Path("/nonexistent")), data, device, None)
+    assert (data.train.images.device == loop.device) == (where == "cuda")  # a GPU cache takes the device path
     batches, host, _ = loop.epoch_batches(loop.epoch_labels(1))
     torch.manual_seed(0)
     x = loop.batch_images(batches[0], host[0])

@@ -55,7 +55,7 @@ def runs(tmp_path):
 
 
 def app_for(root, notes=None, **probes):
-    app = make_app(root, poll_interval=0.05, gpu_probe=lambda: ("GPU: probe stub",), **probes)
+    app = make_app(root, poll_interval=0.05, gpu_probe=lambda run_gpus=(): ("GPU: probe stub",), **probes)
     if notes is not None:
         def notify(message, *, title="", severity="information", **_):
             notes.append((severity, f"{title} {message}".strip()))
@@ -313,6 +313,22 @@ def test_diagnostics_line_skips_what_the_dataset_cannot_give():
     assert len(diagnostics_line(run(everything))) <= 96  # one line of a 100-column screen, nothing cut
 
 
+def test_the_watched_runs_gpus_reach_the_gpu_probe(tmp_path):
+    """The probe hears the GPUs (with their UUIDs) that the watched run recorded, to list them first."""
+    root = tmp_path / "runs"
+    gpus = [{"device": "cuda:0", "name": "NVIDIA H100", "capability": "9.0", "uuid": "GPU-c"}]
+    make_run(root, "on-gpu", start_time=T0, provenance={"gpu": "NVIDIA H100", "gpus": gpus})
+    heard = []
+    app = make_app(root, poll_interval=0.05, gpu_probe=lambda run_gpus=(): heard.append(run_gpus) or ("GPU: heard",))
+
+    async def scenario(pilot):
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: heard, "the GPU probe")
+        assert heard[-1] == tuple(gpus)
+
+    drive(app, scenario)
+
+
 def test_gpu_lines_with_and_without_nvml(monkeypatch):
     import types
 
@@ -323,11 +339,13 @@ def test_gpu_lines_with_and_without_nvml(monkeypatch):
 
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUUID=lambda h: ["GPU-0a", "GPU-1b"][h],
         nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=[87, 5][h]),
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=[21.5 * 2**30, 2**30][h], total=80 * 2**30))
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setattr(gpu, "_state", {})
-    assert gpu.gpu_lines() == ("GPU 0:  87% busy  memory 21.5/80.0 GiB", "GPU 1:   5% busy  memory 1.0/80.0 GiB")
+    assert gpu.gpu_lines() == ("NVML 0:  87% busy  memory 21.5/80.0 GiB", "NVML 1:   5% busy  memory 1.0/80.0 GiB")
+    assert gpu.gpu_lines(({"device": "cuda:0", "uuid": "GPU-1b"},))[0] == "run cuda:0 (NVML 1):   5% busy  memory 1.0/80.0 GiB"
     fake.nvmlDeviceGetCount = lambda: (_ for _ in ()).throw(RuntimeError("driver gone"))
     assert gpu.gpu_lines() == ("GPU: not available (RuntimeError: driver gone)",)
 

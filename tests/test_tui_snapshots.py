@@ -42,7 +42,7 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 def app_on(runs_dir):
-    return make_app(runs_dir, poll_interval=0.05, gpu_probe=lambda: ("GPU 0:  87% busy  memory 21.3/79.6 GiB",),
+    return make_app(runs_dir, poll_interval=0.05, gpu_probe=lambda run_gpus=(): ("GPU 0:  87% busy  memory 21.3/79.6 GiB",),
                     process_probe=lambda status, state: "run CPU 104%  RAM 2.31 GiB")
 
 

@@ -2,8 +2,8 @@
 
 A thread worker polls the runs folder (`RunTracker`: new bytes only) once per tick and posts
 messages; the app keeps the latest state and asks the screens on its stack to redraw. The same
-worker reads the watched run's log tail and, every GPU_EVERY_S, the GPUs and the CPU and memory of
-the run's processes. Closing the dashboard never touches the runs: they are separate processes that
+worker reads the watched run's log tail and, every GPU_EVERY_S, the GPUs (the run's first, matched
+to NVML by UUID) and the CPU and memory of the run's processes. Closing the dashboard never touches the runs: they are separate processes that
 only write files.
 """
 
@@ -41,7 +41,7 @@ class Dashboard(App):
     DEFAULT_MODE = "runs"
 
     def __init__(self, runs_dir: str | None = None, poll_interval: float = 0.5,
-                 gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None):
+                 gpu_probe: Callable[[tuple[dict, ...]], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None):
         super().__init__()
         self.runs_dir = runs_dir
         self.root = runs_root(runs_dir)
@@ -95,8 +95,9 @@ class Dashboard(App):
                         self.post_message(LogTail(watched, tuple(read_log_tail(log))))
                     if time.monotonic() - gpu_at >= GPU_EVERY_S:
                         gpu_at = time.monotonic()
-                        self.post_message(GpuStatus(self.gpu_probe()))
                         feed = tracker.feeds.get(watched)
+                        run_gpus = feed.snapshot.gpus if feed is not None and feed.snapshot is not None else ()
+                        self.post_message(GpuStatus(self.gpu_probe(run_gpus)))
                         if feed is not None and feed.snapshot is not None:
                             line = self.process_probe(feed.status(), feed.snapshot.status)
                             self.post_message(ProcessStatus(watched, line))
@@ -221,7 +222,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def make_app(runs_dir: str | Path | None = None, *, poll_interval: float = 0.5,
-             gpu_probe: Callable[[], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None) -> Dashboard:
+             gpu_probe: Callable[[tuple[dict, ...]], tuple[str, ...]] = gpu_lines, process_probe: ProcessProbeFn | None = None) -> Dashboard:
     """The dashboard on a runs folder (default: $OAECMLR_RUNS or ./runs); the probes are replaced in tests."""
     return Dashboard(None if runs_dir is None else str(runs_dir), poll_interval, gpu_probe, process_probe)
 

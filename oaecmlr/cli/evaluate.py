@@ -18,11 +18,11 @@ from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, rich_table
 from oaecmlr.config import Config, load_config
 from oaecmlr.engine.checkpoint import check_compatible, load_checkpoint, model_weights
-from oaecmlr.engine.devices import fast_bf16
+from oaecmlr.engine.devices import fast_bf16, parse_gpus, resolve_device
 from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import extract_features
 from oaecmlr.engine.rundata import RunData, load_run_data
-from oaecmlr.errors import CheckpointError, CliError, RunError
+from oaecmlr.errors import CheckpointError, CliError, ConfigError, RunError
 from oaecmlr.formatting import pct
 from oaecmlr.models import build_model
 from oaecmlr.models.weights import cluster_contrast_weights, load_model_state, pooling_of
@@ -75,22 +75,18 @@ class Target:
 
 
 def pick_device(device: str) -> torch.device:
-    """--device: auto, cpu, a CUDA index (0) or cuda[:N], refused in one line when it is none of
-    these or names a GPU that is not there."""
-    text = device.strip().lower()
-    if text == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    index = text.removeprefix("cuda").removeprefix(":") if text.startswith("cuda") else text
-    if not (index == "" or (index.isascii() and index.isdigit() and len(index) < 4)):
-        raise CliError(f"--device {device!r} is not a device; use auto, cpu or a CUDA index like 0")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    number = int(index or 0)
-    if number >= count:
-        have = f"only {count} CUDA device(s)" if count else "no CUDA device (torch.cuda.is_available() is False)"
-        raise CliError(f"--device {device}: this machine has {have}; use --device cpu")
-    return torch.device(f"cuda:{number}")
+    """`--device`: auto (the first GPU, else the CPU), cpu, or a CUDA index, checked as `--gpus` is
+    (one clear line when CUDA or that GPU is not there, instead of a CUDA error)."""
+    if device == "auto":
+        return resolve_device("cuda:0" if torch.cuda.is_available() else "cpu")
+    spec = {"cuda": "0"}.get(device, device.removeprefix("cuda:"))  # cuda and cuda:N as torch writes them
+    try:
+        devices = parse_gpus(spec)
+    except ConfigError as exc:
+        raise CliError(str(exc).replace("--gpus", "--device")) from None
+    if len(devices) != 1:
+        raise CliError(f"--device {device}: give one device (auto, cpu or a CUDA index like 0)")
+    return resolve_device(devices[0])
 
 
 def is_checkpoint_file(target: str, runs_dir: str | None = None) -> bool:
@@ -201,21 +197,28 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str | None = None,
         from oaecmlr.cli.visrank import check_folder
 
         check_folder(visrank)  # before any work
-    pick_device(device)
+    pick_device(device)  # a wrong --device says so before the checkpoint and the data are read
     target = open_target(name, runs_dir, checkpoint, options)
     dev, data, extract = prepare(target, device)
-    metrics = evaluate(extract, data.query, data.gallery, rerank)
+    metrics = evaluate(extract, data.query, data.gallery, rerank, say=say)
     result = {**target.describe(), **target.extra, "device": str(dev), **metrics}
     if visrank:
         result["visrank"] = _visrank(extract, data, rerank, visrank, num)
     return result
 
 
+def say(message: str) -> None:
+    """A note on stderr (stdout may be JSON)."""
+    from rich.markup import escape
+
+    err_console.print(escape(message), highlight=False)
+
+
 def _visrank(extract, data: RunData, rerank: bool, folder: str, num: int) -> list[str]:
     from oaecmlr.cli.visrank import write_visrank
     from oaecmlr.engine.features import distance_matrix
 
-    distmat = distance_matrix(extract(data.query.images), extract(data.gallery.images), rerank)
+    distmat = distance_matrix(extract(data.query.images), extract(data.gallery.images), rerank, say)
     return [str(p) for p in write_visrank(distmat, data.query, data.gallery, folder, num)]
 
 

@@ -82,7 +82,7 @@ def export_features(target_name: str, runs_dir: str | None, out: str | None = No
 
     if out:
         check_folder(Path(out), force)  # before any work
-    pick_device(device)
+    pick_device(device)  # a wrong --device says so before the checkpoint and the data are read
     target = open_target(target_name, runs_dir, checkpoint, options)
     folder = Path(out) if out else default_folder(target)
     check_folder(folder, force)

@@ -3,6 +3,7 @@ a file overrode), then the engine, which is imported only here."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from oaecmlr.cli.common import console, err_console, escape
@@ -26,9 +27,15 @@ def resolve(*, target: str, config_file: str | None, sets: list[str] | None, opt
     return resolved
 
 
+def other_torchrun_worker() -> bool:
+    """A torchrun worker other than rank 0: it trains and says nothing (rank 0 speaks for the run)."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def train(*, target: str, config_file: str | None, sets: list[str] | None, options: dict[str, Any],
           runs_dir: str | None, name: str | None, detach: bool, supervised: bool) -> None:
-    resolved = resolve(target=target, config_file=config_file, sets=sets, options=options, supervised=supervised)
+    resolved = resolve(target=target, config_file=config_file, sets=sets, options=options, supervised=supervised,
+                       quiet=other_torchrun_worker())
     from oaecmlr.cli.console import ConsoleReporter
     from oaecmlr.engine.launch import start_run
 
@@ -36,7 +43,7 @@ def train(*, target: str, config_file: str | None, sets: list[str] | None, optio
     run = start_run(resolved.config, name, runs_dir, preset=resolved.preset, listener=reporter, detach=detach)
     if detach:
         console.print(run.name, highlight=False)
-    else:
+    elif not other_torchrun_worker():
         err_console.print(f"run folder: {escape(str(run.path))}", highlight=False, soft_wrap=True)
 
 

@@ -88,6 +88,7 @@ RULES: dict[str, Rule] = {
     "supervised.label_smoothing": between(0, 0.99), "supervised.triplet_margin": between(0, 100),
     "train.bn_group": between(0, 262_144), "train.bn_running": one_of(*s.BN_RUNNING),
     "train.dist_timeout": positive_up_to(7 * 86_400),
+    "train.deterministic": one_of(False, True),
 }
 
 

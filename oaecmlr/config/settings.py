@@ -156,6 +156,7 @@ class TrainSection:
     bn_group: int = 64  # images per BatchNorm statistics group (the reference: 4 DataParallel GPUs); 0 = global batch
     bn_running: str = "first"  # running statistics of the first group (as DataParallel's replica 0) or the "mean"
     dist_timeout: float = 300.0  # seconds before a hung worker fails the run
+    deterministic: bool = False  # deterministic cuDNN kernels; else cudnn.benchmark picks the fastest (GPU only)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from oaecmlr.core.knn import (
     Neighbours,
     _rows_per_chunk,
     check_features,
+    exact_matmuls,
     rank_candidates,
 )
 from oaecmlr.core.sparse import CHUNK_ELEMENTS, Csr, expand_over
@@ -58,6 +59,7 @@ class CameraRankings:
         return Neighbours(index.gather(1, order)[:, :width], distance[:, :width], "torch")
 
 
+@exact_matmuls()  # the float32 certificate below holds only for float32 accumulation
 def camera_rankings(features: torch.Tensor, camids, width_intra: int, width_inter: int,
                     chunk_size: int = 4096) -> CameraRankings:
     """The intra- and inter-camera rankings of L2-normalised `features`, exact.

@@ -11,10 +11,21 @@ row in float32, keeping every sample within the error of the k-th. The "torch-bf
 searches in bfloat16 (about 2x faster on CPUs with native bf16 units) under the same certificate,
 with the larger bfloat16 error bound `_bf16_error(D)`; it pays only when neighbours are well
 separated, since uncertified rows are searched again in float32. The result is exact either way.
+
+Both error bounds assume float32 accumulation. CUDA may accumulate bf16 products in reduced
+precision (`allow_bf16_reduced_precision_reduction`, on by default) and float32 ones in TF32
+(`set_float32_matmul_precision("high")`), so every search runs under `exact_matmuls`, which turns
+both off and restores them.
+
+faiss on a GPU searches the features where they are (no host round-trip), with one
+`StandardGpuResources` per device for the process (allocated once, outside PyTorch's caching
+allocator, whose unused blocks are freed first), and falls back to the torch search, with one
+warning, when the GPU has no memory left for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -79,6 +90,22 @@ def check_features(features: torch.Tensor, name: str = "features") -> torch.Tens
     return features
 
 
+@contextlib.contextmanager
+def exact_matmuls():
+    """Matrix products accumulated in float32, as the certificates' error bounds assume: no TF32 for
+    float32 products and no reduced-precision reductions for bf16 ones (both CUDA-only options;
+    the CPU's products are the same either way). Process-wide flags, restored on exit."""
+    matmul = torch.backends.cuda.matmul
+    precision, reduced = torch.get_float32_matmul_precision(), matmul.allow_bf16_reduced_precision_reduction
+    torch.set_float32_matmul_precision("highest")
+    matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        matmul.allow_bf16_reduced_precision_reduction = reduced
+
+
 def knn(features: torch.Tensor, k: int, backend: str = "auto", chunk_size: int = 4096) -> Neighbours:
     """Exact k nearest neighbours of every row of `features` among all rows (itself included)."""
     features = check_features(features)
@@ -87,16 +114,18 @@ def knn(features: torch.Tensor, k: int, backend: str = "auto", chunk_size: int =
         raise ValueError(f"k={k} nearest neighbours need 1 <= k <= N, and N is {n}")
     chosen = resolve_backend(backend, features.device)
     error = _FP32_ERROR
-    if chosen == "torch-bf16":
-        error = 2 * _bf16_error(features.shape[1])
-        candidates, similarity = _candidates_torch(features, min(n, k + _BF16_EXTRA_CANDIDATES), chunk_size, bf16=True)
-    elif chosen == "torch":
-        candidates, similarity = _candidates_torch(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
-    elif chosen == "faiss":
-        candidates, similarity = _candidates_faiss(features, min(n, k + _EXTRA_CANDIDATES))
-    else:
-        candidates, similarity = _candidates_numpy(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
-    return Neighbours(*_rank_and_certify(features, features, candidates, similarity, k, error, chunk_size), chosen)
+    with exact_matmuls():
+        if chosen == "torch-bf16":
+            error = 2 * _bf16_error(features.shape[1])
+            candidates, similarity = _candidates_torch(features, min(n, k + _BF16_EXTRA_CANDIDATES), chunk_size,
+                                                       bf16=True)
+        elif chosen == "torch":
+            candidates, similarity = _candidates_torch(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
+        elif chosen == "faiss":
+            candidates, similarity, chosen = _candidates_faiss(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
+        else:
+            candidates, similarity = _candidates_numpy(features, min(n, k + _EXTRA_CANDIDATES), chunk_size)
+        return Neighbours(*_rank_and_certify(features, features, candidates, similarity, k, error, chunk_size), chosen)
 
 
 def _rank_and_certify(queries: torch.Tensor, base: torch.Tensor, candidates: torch.Tensor, similarity: torch.Tensor,
@@ -207,17 +236,54 @@ def _candidates_numpy(features: torch.Tensor, m: int, chunk_size: int) -> tuple[
     return torch.from_numpy(np.concatenate(index).astype(np.int64)), torch.from_numpy(np.concatenate(values))
 
 
-def _candidates_faiss(features: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _candidates_faiss(features: torch.Tensor, m: int, chunk_size: int,
+                      on_gpu: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """faiss's flat inner-product search: on the GPU where the features are (faiss-gpu), else on
+    the CPU. Returns the backend that searched: "faiss", or "torch" after a GPU out-of-memory."""
     import faiss  # optional dependency, imported only when chosen
 
+    if on_gpu is None:
+        on_gpu = features.device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
+    if on_gpu:
+        try:
+            return (*_faiss_gpu_search(features, m), "faiss")
+        except (RuntimeError, MemoryError) as exc:  # faiss reports a failed cudaMalloc as a RuntimeError
+            if not _out_of_memory(exc):
+                raise
+            log.warning("faiss ran out of GPU memory for the kNN of %d features; the torch search is used instead "
+                        "(%s)", features.shape[0], " ".join(str(exc).split())[:160])
+            return (*_candidates_torch(features, m, chunk_size), "torch")
     x = np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
     index = faiss.IndexFlatIP(x.shape[1])
-    if features.device.type == "cuda" and hasattr(faiss, "StandardGpuResources"):
-        resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, features.device.index or 0, index)
     index.add(x)
     values, top = index.search(x, m)
-    return torch.from_numpy(top.astype(np.int64)), torch.from_numpy(values)
+    return torch.from_numpy(top.astype(np.int64)), torch.from_numpy(values), "faiss"
+
+
+_GPU_RESOURCES: dict[int, object] = {}  # one faiss StandardGpuResources per GPU, kept for the process
+
+
+def _faiss_gpu_search(features: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """faiss's brute-force GPU search over the CUDA tensor itself (`faiss.contrib.torch_utils` lets
+    `knn_gpu` take torch tensors, on PyTorch's current stream): candidates and similarities, on the
+    features' device. PyTorch's cached free blocks are released first, since faiss allocates its
+    own memory with cudaMalloc."""
+    import faiss
+    import faiss.contrib.torch_utils  # noqa: F401  (teaches faiss.knn_gpu torch tensors)
+
+    device = features.device.index or 0  # a CUDA tensor's device always has its index
+    if device not in _GPU_RESOURCES:
+        _GPU_RESOURCES[device] = faiss.StandardGpuResources()
+    torch.cuda.empty_cache()
+    values, index = faiss.knn_gpu(_GPU_RESOURCES[device], features, features, m,
+                                  metric=faiss.METRIC_INNER_PRODUCT, device=device)
+    return index, values
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether a faiss or torch error says the GPU had no memory left."""
+    text = str(exc).lower()
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in text or "alloc fail" in text
 
 
 def rank_rows(distance: torch.Tensor, k: int) -> torch.Tensor:

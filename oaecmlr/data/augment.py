@@ -5,12 +5,17 @@ The train pipeline is Cluster Contrast's / torchreid's, as a few vectorised ops 
     -> RandomErasing(0.5, sl=0.02, sh=0.4, r1=0.3, mean=IMAGENET_MEAN)
 
 Randomness: every random number is drawn from `generator` on the generator's own device and the
-per-sample parameters are then moved to the images' device (a few small copies per batch). A CPU
+per-sample parameters are then moved to the images' device in one copy from pinned memory. A CPU
 generator therefore gives identical augmentations for CPU and CUDA images and is deterministic
 given its seed; a generator on the images' device avoids the copy.
+
+No host sync on a GPU: fill values are Python numbers (a 0-dim CUDA tensor given to `masked_fill_`
+is read back with `.item()`), and the normalisation constants are built once per device (a
+`torch.tensor(..., device=cuda)` is a blocking copy). The CPU runs the same code.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +38,20 @@ class AugParams:
     erase: Tensor  # (B, 4) int64: top, left, height, width of the erased box; 0 x 0 = none
 
     def to(self, device) -> "AugParams":
-        """On CUDA, through pinned memory: a pageable copy would wait for the GPU to catch up."""
+        """On CUDA, in one asynchronous copy of the packed parameters from pinned memory (a pageable
+        copy would wait for the GPU to catch up; three copies cost three launches)."""
         device = torch.device(device)
-        if device.type != "cuda":
+        if device.type != "cuda" or self.flip.device == device:
             return AugParams(*(t.to(device) for t in (self.flip, self.offset, self.erase)))
-        return AugParams(*(t.pin_memory().to(device, non_blocking=True) for t in (self.flip, self.offset, self.erase)))
+        return AugParams.unpack(self.pack().pin_memory().to(device, non_blocking=True))
+
+    def pack(self) -> Tensor:
+        """The parameters as one (B, 7) int64 tensor: flip, offset (2), erase (4)."""
+        return torch.cat([self.flip[:, None].long(), self.offset, self.erase], dim=1)
+
+    @classmethod
+    def unpack(cls, packed: Tensor) -> "AugParams":
+        return cls(packed[:, 0].bool(), packed[:, 1:3], packed[:, 3:7])
 
 
 def sample_params(
@@ -78,14 +92,25 @@ def _resize(x: Tensor, out_size: tuple[int, int]) -> Tensor:
     )
 
 
+@lru_cache(maxsize=8)
+def _normalisation(device: torch.device) -> tuple[Tensor, Tensor]:
+    """(-mean / std, 1 / (255 std)) as (1, 3, 1, 1) float32 tensors on `device`, built once."""
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (-mean / std).to(device), (1 / (255 * std)).to(device)
+
+
 def _normalise(x: Tensor) -> Tensor:
     """ToTensor + Normalize: (x / 255 - mean) / std, as one multiply-add."""
-    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return torch.addcmul(-mean / std, x.float(), 1 / (255 * std))
+    shift, scale = _normalisation(x.device)
+    return torch.addcmul(shift, x.float(), scale)
 
 
-def _fill(x: Tensor, mask: Tensor, values: Tensor) -> Tensor:
-    """In place: x[b, c, i, j] = values[c] where mask[b, i, j]."""
+# torchvision's Pad fills the uint8 image with 0, i.e. -mean/std once normalised (in float32).
+PAD_FILL = tuple(float(v) for v in _normalisation(torch.device("cpu"))[0].view(3))
+
+
+def _fill(x: Tensor, mask: Tensor, values: tuple[float, float, float]) -> Tensor:
+    """In place: x[b, c, i, j] = values[c] where mask[b, i, j]; Python numbers, so no host sync."""
     for c in range(3):
         x[:, c].masked_fill_(mask, values[c])
     return x
@@ -118,8 +143,7 @@ def apply_params(
     flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
     x = x.flatten(2).gather(2, flat.view(b, 1, h * w).expand(b, 3, h * w)).view(b, 3, h, w)
     x = _normalise(x)
-    # torchvision Pad fills the uint8 image with 0, i.e. -mean/std once normalised
-    _fill(x, ~inside, _normalise(torch.zeros(1, 3, 1, 1, device=dev)).view(3))
+    _fill(x, ~inside, PAD_FILL)
     # RandomErasing runs AFTER Normalize in Cluster Contrast / torchreid, with
     # mean=[0.485, 0.456, 0.406]: the box holds those raw values in the *normalised* tensor
     # (not the normalised mean, which would be 0). Replicated exactly.
@@ -127,7 +151,7 @@ def apply_params(
     r, c = torch.arange(h, device=dev), torch.arange(w, device=dev)
     in_r = (r >= top[:, None]) & (r < (top + bh)[:, None])  # (B, h)
     in_c = (c >= left[:, None]) & (c < (left + bw)[:, None])  # (B, w)
-    _fill(x, in_r[:, :, None] & in_c[:, None, :], torch.tensor(IMAGENET_MEAN, device=dev))
+    _fill(x, in_r[:, :, None] & in_c[:, None, :], IMAGENET_MEAN)
     return _layout(x, channels_last, dtype)
 
 

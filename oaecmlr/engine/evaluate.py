@@ -14,15 +14,16 @@ from oaecmlr.engine.rundata import Split
 
 
 def evaluate(extract: Callable[[torch.Tensor], torch.Tensor], query: Split, gallery: Split, rerank: bool = False,
-             main: bool = True) -> dict:
+             main: bool = True, say: Callable[[str], None] | None = None) -> dict:
     """mAP, rank-1/5/10 and mINP (fractions in [0, 1]) of the features `extract` gives for the query
     and gallery images, with the counts behind them and the seconds it took. Under several workers
-    every rank extracts (its shard) and only the main one scores; the others get {}."""
+    every rank extracts (its shard) and only the main one scores; the others get {}. `say` hears
+    where re-ranking ran when that is not the features' device."""
     start = time.perf_counter()
     query_features, gallery_features = extract(query.images), extract(gallery.images)
     if not main:
         return {}
-    distmat = distance_matrix(query_features, gallery_features, rerank)
+    distmat = distance_matrix(query_features, gallery_features, rerank, say)
     result = evaluate_rank(distmat, query.pids, gallery.pids, query.camids, gallery.camids)
     cmc = result["cmc"]
     return {

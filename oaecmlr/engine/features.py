@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
-from oaecmlr.core.rerank import re_rank
+from oaecmlr.core.rerank import re_rank_bytes, re_rank_features
 from oaecmlr.data.augment import eval_batch
 
 
@@ -37,14 +38,29 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, out_size: tup
     return torch.cat(parts)
 
 
-def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, rerank: bool = False) -> torch.Tensor:
+def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, rerank: bool = False,
+                    say: Callable[[str], None] | None = None) -> torch.Tensor:
     """Query x gallery squared Euclidean distances of normalised features, or the re-ranked
-    distance (k-reciprocal re-ranking, k1=20, k2=6, lambda=0.3), on the CPU."""
+    distance (k-reciprocal re-ranking, k1=20, k2=6, lambda=0.3), returned on the CPU. Re-ranking
+    runs in blocks of rows on the features' device, or on the CPU (said through `say`) when that
+    GPU has too little memory free for it."""
     q, g = query.float(), gallery.float()
     if not rerank:
         return (2 - 2 * q @ g.T).clamp_min(0).cpu()
+    device = rerank_device(q.device, q.shape[0], g.shape[0], q.shape[1], say)
+    return re_rank_features(q.to(device), g.to(device)).cpu()
 
-    def dist(a, b):
-        return (2 - 2 * a @ b.T).clamp_min(0).sqrt().cpu().numpy()
 
-    return torch.from_numpy(re_rank(dist(q, g), dist(q, q), dist(g, g)))
+def rerank_device(device: torch.device, num_query: int, num_gallery: int, dim: int,
+                  say: Callable[[str], None] | None = None) -> torch.device:
+    """The features' `device` where re-ranking fits in its free memory (PyTorch's cached blocks
+    counted as free), else the CPU."""
+    if device.type != "cuda":
+        return device
+    need = re_rank_bytes(num_query, num_gallery, dim)
+    free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if need <= free:
+        return device
+    if say:
+        say(f"re-ranking on the CPU: it needs about {need / 2**30:.1f} GiB and {device} has {free / 2**30:.1f} GiB free")
+    return torch.device("cpu")

@@ -21,7 +21,7 @@ from oaecmlr.config import Config, to_toml, validate
 from oaecmlr.config.checks import check_image_memory, synthetic_images
 from oaecmlr.data.cache import check_images
 from oaecmlr.engine.checkpoint import load_model_weights
-from oaecmlr.engine.devices import available_memory, parse_gpus
+from oaecmlr.engine.devices import available_memory, parse_gpus, resolve_device
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
 from oaecmlr.engine.process import train_process
 from oaecmlr.engine.rundata import load_splits
@@ -168,7 +168,7 @@ def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None
         from oaecmlr.engine.workers import run_workers
 
         return run_workers(run, devices, resume, listener)
-    return train_process(run, config, Dist(), torch.device(devices[0]), resume, listener)
+    return train_process(run, config, Dist(), resolve_device(devices[0]), resume, listener)
 
 
 def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener | None = None) -> RunDir:
@@ -180,9 +180,9 @@ def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener
     cuda = "cpu" not in config.run.gpus
     if cuda and not torch.cuda.is_available():
         raise ConfigError("torchrun worker: --gpus asks for CUDA but none is visible; pass --gpus cpu for gloo")
-    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-    init_group(device, rank, world, config.train.dist_timeout)
-    dist = Dist(rank, world, local_rank)
+    device = init_group(torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu"), rank, world,
+                        config.train.dist_timeout)
+    dist = Dist(rank, world, local_rank, device=device)
     try:
         prepared = (None, None)
         if dist.is_main:

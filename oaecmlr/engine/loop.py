@@ -30,7 +30,7 @@ from oaecmlr.engine.checkpoint import (
     restore_rng,
     rng_state,
 )
-from oaecmlr.engine.devices import fast_bf16
+from oaecmlr.engine.devices import fast_bf16, gpu_identity, resolve_device
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import autocast, extract_features
@@ -102,6 +102,9 @@ class Loop:
 
     def __init__(self, config: Config, run: RunDir, data: RunData, device: torch.device,
                  session: RunSession | None, dist: Dist = SINGLE, num_classes: int | None = None):
+        device = resolve_device(device)  # `cuda` -> `cuda:N`: only then does it equal the image cache's tensor.device
+        if dist.active and dist.device != device:
+            raise ValueError(f"the loop trains on {device} but its collectives run on {dist.device}")
         self.config, self.run, self.data, self.device, self.session, self.dist = config, run, data, device, session, dist
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
@@ -133,6 +136,7 @@ class Loop:
         self._interval_loss = torch.zeros((), device=device)
         self._interval_start = time.perf_counter()
         self._interval_images = 0
+        self.gpus = [g for g in dist.all_gather_object(gpu_identity(device)) if g]  # every rank's GPU, for provenance
 
     # what the subclasses say ------------------------------------------------------------------------
     def epoch_labels(self, epoch: int) -> EpochLabels:
@@ -171,7 +175,7 @@ class Loop:
                 self.stop_if_requested(labels, labels.iteration)  # after a long clustering, before training
             self.train_epoch(labels)
             pointless = self.watch.end_of_epoch(epoch)
-            if self.dist.any(pointless is not None, self.device):
+            if self.dist.any(pointless is not None):
                 raise self.fail(pointless or "a worker found the loss stuck at 0")
             self.sync_batchnorm()
             self.scheduler.step()
@@ -253,7 +257,8 @@ class Loop:
                                  world_size=self.dist.world_size, per_rank_batch=per_rank,
                                  global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr, device=str(self.device),
                                  seed=cfg.run.seed, data=self.data.stats, restarted=restarted,
-                                 discarded_events=discarded_events, provenance=provenance(self.device)))
+                                 discarded_events=discarded_events,
+                                 provenance=provenance(self.device, self.gpus, cfg.train.deterministic)))
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """Features of all `images`, each rank extracting a contiguous shard, gathered in order."""
@@ -330,7 +335,7 @@ class Loop:
         mean_loss = float(self.dist.mean(self._interval_loss)) / count  # the global batch's loss, not rank 0's half
         elapsed = time.perf_counter() - self._interval_start
         lr = self.optimizer.param_groups[0]["lr"]
-        if self.dist.any(not math.isfinite(mean_loss), self.device):
+        if self.dist.any(not math.isfinite(mean_loss)):
             kept = (f"the last checkpoint ({self.run.last.name}) is kept" if self.run.last.is_file()
                     else "there is no checkpoint yet")
             raise self.fail(f"loss became {mean_loss} at epoch {labels.epoch} iteration {done}; {kept}; "
@@ -348,7 +353,7 @@ class Loop:
         """At a safe point: when a stop was asked for, checkpoint where training stands (inside an
         epoch: its labels and the next iteration) and stop."""
         reason = self.session.stop_reason() if self.session else None
-        if not self.dist.any(reason is not None, self.device):
+        if not self.dist.any(reason is not None):
             return
         epoch = labels.epoch if labels is not None else next_epoch
         self.emit(Stopped(epoch=epoch, iteration=iteration, reason=reason or "stopped by rank 0"))
@@ -367,7 +372,7 @@ class Loop:
         if gradients is not None:
             findings.append(("gradients", self.watch.check_gradients(float(gradients), lr)))
         findings.append(("loss", self.watch.check_loss(mean_loss)))
-        if self.dist.any(fatal is not None, self.device):
+        if self.dist.any(fatal is not None):
             raise self.fail(fatal or "a worker found the weights exploded")
         for what, message in findings:
             if message:
@@ -413,5 +418,5 @@ class Loop:
             self.session.set_status("running", resumed=time.time())
             self.emit(Resume(from_epoch=state["epoch"], iteration=labels.iteration if labels else 0,
                              discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid(),
-                             epochs=cfg.run.epochs))
+                             epochs=cfg.run.epochs, gpus=self.gpus))
         return labels, (labels.epoch if labels else state["epoch"] + 1)

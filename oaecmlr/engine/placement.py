@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from oaecmlr.engine.devices import resolve_device
 from oaecmlr.engine.rundata import RunData, Split
 from oaecmlr.errors import ConfigError
 
@@ -41,6 +42,7 @@ def plan_placement(split_bytes: dict[str, int], free_bytes: int, reserve_bytes: 
 def place_images(data: RunData, device: torch.device, mode: str = "auto", reserve_gb: float = 24.0) -> RunData:
     """`data` with each split's images on `device` or in pinned host memory, per `plan_placement`;
     the choice is recorded in data.stats["image_cache"] (and so in the start event)."""
+    device = resolve_device(device)  # the cache's tensors report cuda:N; the loop compares with its own device
     if device.type != "cuda":
         plan_placement({}, 0, 0, mode)  # still reject an unknown mode
         data.stats["image_cache"] = {name: "host" for name in SPLITS}

@@ -14,6 +14,7 @@ import traceback
 import torch
 
 from oaecmlr.config import Config
+from oaecmlr.engine.devices import configure_kernels
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import Loop
 from oaecmlr.engine.placement import place_images
@@ -43,12 +44,10 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
         torch.set_num_threads(config.run.threads)
     elif device.type == "cpu" and dist.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+    configure_kernels(device, config.train.deterministic)
     loop = None
     try:
-        # Rank 0 decodes and caches the images first; the others then read its cache.
-        data = load_run_data(config.data, decoding_progress(session)) if dist.is_main else None
-        dist.barrier()
-        data = place_images(data or load_run_data(config.data), device, config.data.image_cache,
+        data = place_images(startup_data(config, dist, session), device, config.data.image_cache,
                             config.data.device_reserve_gb)
         loop = build_loop(config, run, data, device, session, dist)
         return loop.run_loop(resume)
@@ -67,6 +66,17 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     finally:
         if session:
             session.close()
+
+
+def startup_data(config: Config, dist: Dist, session: RunSession | None) -> RunData:
+    """The run's images: the first worker of each machine (local rank 0) decodes them and writes the
+    disk cache, the others then read that cache. The others wait on `wait_at_startup`'s gloo group,
+    whose timeout is hours, not `train.dist_timeout`: a first MSMT17 run decodes 126,441 JPEGs,
+    which can take longer than that on few cores, and an NCCL barrier would abort the waiting ranks."""
+    first = dist.local_rank == 0
+    data = load_run_data(config.data, decoding_progress(session)) if first else None
+    dist.wait_at_startup()
+    return data if first else load_run_data(config.data)
 
 
 def build_loop(config: Config, run: RunDir, data: RunData, device: torch.device, session: RunSession | None,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import oaecmlr
-from oaecmlr.engine.devices import fast_bf16
+from oaecmlr.engine.devices import fast_bf16, gpu_identity, resolve_device
 
 REPOSITORY = Path(oaecmlr.__file__).resolve().parents[1]
 
@@ -38,8 +38,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(device: torch.device) -> dict:
-    """Plain data for the start event; fields that cannot be known are left out."""
+def provenance(device: torch.device, gpus: list[dict] | None = None, deterministic: bool = False) -> dict:
+    """Plain data for the start event; fields that cannot be known are left out. On a GPU: its name
+    and compute capability, whether bf16 is fast there (capability >= 8.0), the cuDNN flags in
+    force, and `gpus`, every worker's GPU with its NVML UUID (the dashboard maps them to NVML)."""
+    device = resolve_device(device)
     out = {"oaecmlr": oaecmlr.__version__, "torch": torch.__version__, "numpy": np.__version__,
            "python": platform.python_version(), "host": socket.gethostname(), "cpu": cpu_model()}
     commit = _git("rev-parse", "HEAD")
@@ -47,6 +50,9 @@ def provenance(device: torch.device) -> dict:
         status = _git("status", "--porcelain", "--untracked-files=no")
         out.update(commit=commit[:12], dirty=bool(status))
     if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
+        identity = gpu_identity(device)
+        out.update(gpu=identity["name"], capability=identity["capability"], gpus=gpus or [identity],
+                   deterministic=deterministic, cudnn_benchmark=torch.backends.cudnn.benchmark,
+                   cudnn_deterministic=torch.backends.cudnn.deterministic)
     out["bf16"] = fast_bf16(device)
     return out

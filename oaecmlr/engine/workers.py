@@ -83,10 +83,9 @@ def _spawned_worker(rank: int, world: int, run_path: str, devices: list[str], re
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     run = RunDir(Path(run_path))
     config = load_run_config(run)
-    device = torch.device(devices[rank])
     try:
-        init_group(device, rank, world, config.train.dist_timeout)
-        train_process(run, config, Dist(rank, world, rank), device, resume)
+        device = init_group(torch.device(devices[rank]), rank, world, config.train.dist_timeout)
+        train_process(run, config, Dist(rank, world, rank, device=device), device, resume)
     except RunFailed:  # rank 0 wrote the failure event (and any traceback to log.txt)
         sys.exit(1)
     except Exception:  # keep every other rank's traceback beside the log, not on the terminal

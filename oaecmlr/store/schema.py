@@ -190,6 +190,7 @@ class Resume(Event):
     world_size: int = 1
     pid: int | None = None
     epochs: int | None = None  # the target number of epochs from here on
+    gpus: list = field(default_factory=list)  # the workers' GPUs from here on (name, capability, NVML uuid)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -55,6 +55,7 @@ class RunSummary:
     elapsed: float | None = None
     resumes: int = 0
     events: int = 0
+    gpus: tuple[dict, ...] = ()  # the workers' GPUs as last started or resumed (provenance; the dashboard's NVML map)
 
     @property
     def dataset(self) -> str | None:
@@ -132,6 +133,7 @@ class RunFold:
     resumes: int = 0
     count: int = 0
     history: bool = True  # False: keep the best and last evaluation and the last clustering only
+    gpus: tuple[dict, ...] = ()
     _closed: float = 0.0  # running time of the segments before the current one
     _segment_start: float | None = None
     _best: Eval | None = None  # history=False: the best evaluation after epoch 0 so far
@@ -149,8 +151,10 @@ class RunFold:
                 if self.start is None or event.restarted:
                     self.start = event
                 self.epochs = event.epochs
+                self.gpus = tuple(event.provenance.get("gpus") or ())
             elif isinstance(event, Resume):
                 self.resumes += 1
+                self.gpus = tuple(event.gpus)
                 self.failure = self.stopped = self.end = None
                 if event.epochs is not None:
                     self.epochs = event.epochs
@@ -200,4 +204,5 @@ class RunFold:
                           evaluations=tuple(self.evaluations), clusters=tuple(self.clusters),
                           losses=tuple(self.losses), last_iter=self.last_iter, warnings=tuple(self.warnings),
                           failure=self.failure, stopped=self.stopped, end=self.end, last_event=self.last_event,
-                          last_time=self.last_time, elapsed=self.elapsed, resumes=self.resumes, events=self.count)
+                          last_time=self.last_time, elapsed=self.elapsed, resumes=self.resumes, events=self.count,
+                          gpus=self.gpus)
