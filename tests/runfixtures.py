@@ -116,3 +116,34 @@ def dead_pid() -> int:
 
 def append_events(path: str | Path, events: list[Event], start_time: float | None = None) -> None:
     write_events(Path(path) / "events.jsonl", events, start_time or time.time())
+
+
+# A stand-in for a run's training process: it holds the run's events.jsonl open and records its own
+# identity in status.json, as RunSession does; SIGTERM ends it (as a stop would) after writing "stopped".
+STAND_IN = """
+import os, signal, socket, sys, time
+from pathlib import Path
+from oaecmlr.store.processes import identity
+from oaecmlr.store.runs import RunDir
+run = RunDir(Path(sys.argv[1]))
+held = open(run.events, "a")
+def stop(signum, frame):
+    run.write_status("stopped")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+run.write_status("running", pid=os.getpid(), host=socket.gethostname(), process=identity(os.getpid()))
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 120)
+"""
+
+
+def stand_in_process(run_path: str | Path, seconds: float = 120):
+    """Start a process that is provably `run_path`'s own (see STAND_IN); returns its Popen once it
+    has recorded itself."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", STAND_IN, str(run_path), str(seconds)], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "ready"
+    return process

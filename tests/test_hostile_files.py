@@ -698,8 +698,8 @@ def test_a_full_disk_at_the_second_checkpoint_says_so_and_resume_reproduces_the_
     with pytest.raises(RunFailed) as failure:
         start_run(tiny_config("run.eval_every=1"), "full", str(tmp_path), preset="demo")
     folder = tmp_path / "full"
-    assert str(failure.value) == (f"no space left on device at {folder}; free some space, then `oaecmlr resume full` "
-                                  "continues from the last checkpoint")
+    assert str(failure.value) == (f"no space left on device at {folder}; free some space; "
+                                  f"`oaecmlr resume full --runs-dir {tmp_path}` continues from the last checkpoint")
     assert "inline_container" not in (folder / "events.jsonl").read_text()
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     space_back()
@@ -719,18 +719,19 @@ def test_a_full_disk_before_any_checkpoint_does_not_promise_one(tmp_path, monkey
     from oaecmlr.errors import RunFailed
 
     full_while_writing(monkeypatch, fail_at=1)
-    with pytest.raises(RunFailed, match=r"`oaecmlr resume early` starts it over from epoch 0 \(no checkpoint was "
-                                        r"written yet\)$"):
+    with pytest.raises(RunFailed, match=r"there is no checkpoint yet: `oaecmlr resume early --runs-dir \S+` starts over "
+                                        r"from epoch 0$"):
         start_run(tiny_config("run.eval_every=1"), "early", str(tmp_path), preset="demo")
 
 
 def test_stopped_at_once_says_what_resume_will_do(tmp_path):
-    from oaecmlr.engine.process import resume_from
+    from oaecmlr.engine.session import resume_note
 
-    run = RunDir(tmp_path)
-    assert resume_from(run) == "resume starts it over from epoch 0 (no checkpoint was written yet)"
+    run = RunDir(tmp_path / "r")
+    assert resume_note(run) == f"there is no checkpoint yet: `oaecmlr resume r --runs-dir {tmp_path}` starts over from epoch 0"
+    run.path.mkdir()
     run.last.write_bytes(b"x")
-    assert resume_from(run) == "resume continues from the last checkpoint"
+    assert resume_note(run) == f"`oaecmlr resume r --runs-dir {tmp_path}` continues from the last checkpoint"
 
 
 # 12. a dataset typed on the command line wins over --config, for every dataset name ----------------------

@@ -10,6 +10,7 @@ import types
 import typing
 
 import pytest
+from runfixtures import stand_in_process
 
 from oaecmlr.errors import RunError
 from oaecmlr.store.events import SCHEMA_VERSION, EventTail, EventWriter, read_events
@@ -181,16 +182,16 @@ def test_a_running_run_whose_process_is_gone_is_stale(tmp_path):
 
 
 def test_request_stop_signals_a_live_run_and_refuses_a_finished_one(tmp_path):
-    sleeper = subprocess.Popen(["sleep", "30"])
+    run = run_dir("live", tmp_path)
+    run.path.mkdir()
+    process = stand_in_process(run.path)  # the run's own process (tests/test_lifecycle.py: no other)
     try:
-        run = run_dir("live", tmp_path)
-        run.path.mkdir()
-        run.write_status("running", pid=sleeper.pid, host=os.uname().nodename)
         assert "SIGTERM" in request_stop(run)
         assert run.stop_request.exists()
-        assert sleeper.wait(timeout=10) == -15
+        assert process.wait(timeout=10) == 0
         run.write_status("finished")
         with pytest.raises(RunError, match="not running"):
             request_stop(run)
     finally:
-        sleeper.kill()
+        process.kill()
+        process.wait()

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from oaecmlr_tui.messages import RunsUpdated  # noqa: E402
 from oaecmlr_tui.plot import Plot  # noqa: E402
 from oaecmlr_tui.run_screen import RunScreen  # noqa: E402
 from oaecmlr_tui.tailer import RunTracker, read_log_tail  # noqa: E402
-from runfixtures import append_events, make_run  # noqa: E402
+from runfixtures import append_events, make_run, stand_in_process  # noqa: E402
 
 from oaecmlr.store.events import read_events  # noqa: E402
 from oaecmlr.store.runs import RunDir, summarize_run, write_meta  # noqa: E402
@@ -380,9 +379,9 @@ def test_marking_two_runs_opens_the_comparison(runs):
 
 # actions -------------------------------------------------------------------------------------------
 def test_stop_writes_the_stop_file_and_sigterms_the_process(tmp_path):
-    dummy = subprocess.Popen(["sleep", "30"])
+    make_run(tmp_path, "victim", state="running")
+    dummy = stand_in_process(tmp_path / "victim")  # provably the run's own process: `stop` signals it
     try:
-        make_run(tmp_path, "victim", state="running", pid=dummy.pid)
         notes = []
         app = app_for(tmp_path, notes)
 
@@ -394,9 +393,9 @@ def test_stop_writes_the_stop_file_and_sigterms_the_process(tmp_path):
             await pilot.press("y")
             assert not isinstance(app.screen, ConfirmScreen)
             assert (tmp_path / "victim" / "STOP").exists()
-            assert dummy.wait(timeout=5) == -signal.SIGTERM
+            assert dummy.wait(timeout=5) == 0
             assert any("SIGTERM" in n[1] for n in notes)
-            await wait_for(pilot, lambda: app.runs["victim"].status == "stale", "the process to be gone")
+            await wait_for(pilot, lambda: app.runs["victim"].status == "stopped", "the process to be gone")
             await pilot.press("x")  # not running any more: an error line at once, nothing asked, no crash
             assert notes[-1][0] == "error" and app.is_running
             assert not isinstance(app.screen, ConfirmScreen)

@@ -3,6 +3,7 @@ errors print one line on stderr and exit 1, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from typing import Annotated
@@ -60,6 +61,9 @@ def run(
     gpus: Gpus = None, detach: Detach = False,
 ) -> None:
     """Train a re-ID model without labels (OAE + CMLR on Cluster Contrast).
+
+    Ctrl-C stops after the current iteration with a checkpoint (exit code 130; Ctrl-C again stops
+    at once). A closed terminal or pipe does not stop it: its output then goes to the run's log.txt.
 
     Examples:
 
@@ -228,6 +232,9 @@ def stop(
     runs_dir: RunsDir = None,
 ) -> None:
     """Ask a running run to stop: it checkpoints and exits; `oaecmlr resume` continues it.
+
+    It writes the run's STOP file, which the run reads after every iteration, and sends SIGTERM
+    (sooner during clustering and evaluation) only to a process that is provably the run's own.
 
     Example:
 
@@ -447,6 +454,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # stderr closed early (`oaecmlr runs 2>&1 | head -1`): end quietly, as Rich does
+        from oaecmlr.store.processes import detach_console
+
+        detach_console(os.devnull)
+        sys.exit(1)
     except OSError as exc:  # the machine's, not a bug: a full disk, a permission, a file where a folder belongs
         err_console.print(f"[red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)

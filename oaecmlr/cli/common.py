@@ -3,6 +3,7 @@ every text printed through Rich that came from a file, a user or an exception.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -15,8 +16,17 @@ from rich.markup import escape as escape_markup
 
 from oaecmlr.formatting import printable
 
+
+class ErrConsole(Console):
+    """stderr, where a closed pipe raises BrokenPipeError (an OSError) instead of Rich's default,
+    exiting the process: a foreground run then trains on without its console (`RunSession.show`)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 console = Console()
-err_console = Console(stderr=True)
+err_console = ErrConsole(stderr=True)
 
 
 class TableOrJson(str, Enum):
@@ -71,6 +81,9 @@ def one_line_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         label = getattr(category, "label", "warning")
         colour = "cyan" if label == "note" else "yellow"
-        err_console.print(f"[{colour}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        try:
+            err_console.print(f"[{colour}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        except OSError:  # no console any more: the warning is lost, as Python's own would be
+            pass
 
     warnings.showwarning = show

@@ -1,6 +1,7 @@
 """Live console output of a foreground run, driven by its events: a Rich progress bar per epoch and
 a one-line summary per epoch (clusters, outliers, OAE, loss, mAP, R1). When stderr is not a
-terminal (a pipe, a log file) there is no bar and no blank line, only the summary lines."""
+terminal (a pipe, a log file) there is no bar and no blank line, only the summary lines. A first
+Ctrl-C is acknowledged at once, and a stop ends with the command that resumes the run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from oaecmlr.cli.common import escape
 from oaecmlr.formatting import duration, epoch_text, pct
+from oaecmlr.store.runs import resume_command, run_dir
 from oaecmlr.store.schema import (
     Cluster,
     End,
@@ -23,12 +25,17 @@ from oaecmlr.store.schema import (
     Resume,
     Start,
     Stopped,
+    Stopping,
 )
 
 
 class ConsoleReporter:
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, runs_dir: str | None = None, run: str | None = None):
+        """`run` (a name or folder) names a resumed run, whose events do not; a new run's `start` does."""
         self.console = console or Console(stderr=True)
+        self.runs_dir, self.run = runs_dir, run
+        self.kind: str | None = None
+        self.training = False  # inside an epoch's iterations (not loading, clustering or evaluating)
         self.progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
                                  TimeRemainingColumn(), console=self.console, transient=True,
@@ -49,6 +56,8 @@ class ConsoleReporter:
 
     def on_start(self, e: Start) -> None:
         self.epochs = e.epochs
+        self.run = self.run or e.run
+        self.kind = e.kind
         train = e.data.get("train", {})
         self.line(f"[bold]{escape(e.run)}[/]: {escape(e.kind)} on {escape(e.dataset)} ({train.get('images', '?')} train "
                   f"images), {escape(e.arch)}, {escape(e.device)}, world size {e.world_size}")
@@ -71,17 +80,23 @@ class ConsoleReporter:
     def on_resume(self, e: Resume) -> None:
         if e.epochs is not None:
             self.epochs = e.epochs
-        where = f", iteration {e.iteration}" if e.iteration else ""
-        self.line(f"resumed after epoch {e.from_epoch}{where} of {self.epochs if self.epochs is not None else '?'}")
+        self.training = bool(e.iteration)
+        if e.iteration:
+            self.line(f"resumed in epoch {epoch_text(e.from_epoch + 1, self.epochs)} after iteration {e.iteration}")
+        else:
+            self.line(f"resumed after epoch {epoch_text(e.from_epoch, self.epochs)}")
 
     def on_epoch_start(self, e: EpochStart) -> None:
         self.cluster, self.evaluation, self.loss = None, None, None
+        self.training = self.kind == "supervised"  # an unsupervised epoch clusters first
 
     def on_cluster(self, e: Cluster) -> None:
         self.cluster = e
+        self.training = True
 
     def on_iter(self, e: Iter) -> None:
         self.loss = e.loss
+        self.training = e.iteration < e.total_iterations
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("train", total=e.total_iterations, epoch=e.epoch, loss="-", speed="-")
@@ -119,10 +134,19 @@ class ConsoleReporter:
         self._close_bar()
         self.line(f"[yellow]warning:[/] {escape(e.message)}")
 
+    def on_stopping(self, e: Stopping) -> None:
+        after = "after this iteration" if self.training else "when this step (loading, clustering, evaluation) ends"
+        again = "Ctrl-C again" if e.signal == "SIGINT" else f"{e.signal} again"
+        self.line(f"[yellow]stopping[/] {after}; {again} to stop now")
+
     def on_stopped(self, e: Stopped) -> None:
         self._close_bar()
-        where = f"epoch {e.epoch}" + (f" iteration {e.iteration}" if e.iteration is not None else "")
-        self.line(f"[yellow]stopped[/] at {where} ({escape(e.reason)}); resume with `oaecmlr resume`")
+        if e.iteration is None:  # at once: the reason says which checkpoint a resume starts from
+            self.line(f"[yellow]epoch {e.epoch}[/]: {escape(e.reason)}")
+            return
+        where = f"epoch {e.epoch}" + (f" iteration {e.iteration}" if e.iteration else "")
+        command = resume_command(run_dir(self.run, self.runs_dir)) if self.run else "oaecmlr resume NAME"
+        self.line(f"[yellow]stopped[/] at {where} ({escape(e.reason)}), with a checkpoint; `{command}` continues from there")
 
     def on_failure(self, e: Failure) -> None:
         self._close_bar()
@@ -137,5 +161,6 @@ class ConsoleReporter:
 HANDLERS = {Start: ConsoleReporter.on_start, Loading: ConsoleReporter.on_loading, Resume: ConsoleReporter.on_resume,
             EpochStart: ConsoleReporter.on_epoch_start, Cluster: ConsoleReporter.on_cluster,
             Iter: ConsoleReporter.on_iter, Eval: ConsoleReporter.on_eval, EpochEnd: ConsoleReporter.on_epoch_end,
-            HealthWarning: ConsoleReporter.on_warning, Stopped: ConsoleReporter.on_stopped,
+            HealthWarning: ConsoleReporter.on_warning, Stopping: ConsoleReporter.on_stopping,
+            Stopped: ConsoleReporter.on_stopped,
             Failure: ConsoleReporter.on_failure, End: ConsoleReporter.on_end}

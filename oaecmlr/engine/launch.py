@@ -23,10 +23,12 @@ from oaecmlr.data.cache import check_images
 from oaecmlr.engine.checkpoint import load_model_weights
 from oaecmlr.engine.devices import available_memory, parse_gpus, resolve_device
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
+from oaecmlr.engine.parent_death import die_with_parent
 from oaecmlr.engine.process import train_process
 from oaecmlr.engine.rundata import load_splits
 from oaecmlr.engine.session import Listener
 from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
+from oaecmlr.store.processes import identity
 from oaecmlr.store.runs import (
     RunDir,
     checkpoint_file,
@@ -89,25 +91,28 @@ def prepare_run(config: Config, name: str | None = None, runs_dir: str | None = 
 
 
 def start_run(config: Config, name: str | None = None, runs_dir: str | None = None, preset: str | None = None,
-              listener: Listener | None = None, detach: bool = False) -> RunDir:
+              listener: Listener | None = None, detach: bool = False, with_parent: bool = False) -> RunDir:
+    """Check, create and train a run; `detach`: in the background, and with `with_parent` a
+    background run that stops (gracefully) when this process dies (a sweep's runs)."""
     if torchrun_env():
         return run_under_torchrun(lambda: prepare_run(config, name, runs_dir, preset), config, False, listener)
     run = prepare_run(config, name, runs_dir, preset)
     if detach:
-        spawn_detached(run, resume=False)
+        spawn_detached(run, resume=False, with_parent=with_parent)
     else:
         execute(run, config, resume=False, listener=listener)
     return run
 
 
 def resume_run(name: str, runs_dir: str | None = None, listener: Listener | None = None,
-               epochs: int | None = None, detach: bool = False, gpus: str | None = None) -> RunDir:
+               epochs: int | None = None, detach: bool = False, gpus: str | None = None,
+               with_parent: bool = False) -> RunDir:
     if torchrun_env():
         config = checked_run_config(find_run(name, runs_dir))
         return run_under_torchrun(lambda: prepare_resume(name, runs_dir, epochs, gpus), config, True, listener)
     run = prepare_resume(name, runs_dir, epochs, gpus)
     if detach:
-        spawn_detached(run, resume=True)
+        spawn_detached(run, resume=True, with_parent=with_parent)
     else:
         execute(run, load_run_config(run), resume=True, listener=listener)
     return run
@@ -200,18 +205,23 @@ def run_under_torchrun(prepare, config: Config, resume: bool, listener: Listener
         leave_group()
 
 
-def spawn_detached(run: RunDir, resume: bool) -> int:
-    """Train in a background process of its own session (closing the terminal does not stop it)."""
+def spawn_detached(run: RunDir, resume: bool, with_parent: bool = False) -> int:
+    """Train in a background process of its own session (closing the terminal does not stop it);
+    `with_parent`: it stops gracefully when this process dies."""
     command = [sys.executable, "-m", "oaecmlr.engine.launch", str(run.path)] + (["--resume"] if resume else [])
+    if with_parent:
+        command += ["--parent", str(os.getpid())]
     with open(run.path / "stdout.txt", "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if run.read_status().get("state") not in ("running", "finished", "failed", "stopped"):  # the child may be first
-        run.write_status("starting", pid=process.pid, host=socket.gethostname())
+    if run.read_status().get("pid") != process.pid:  # the child may be first; a resumed run names its last process
+        run.write_status("starting", pid=process.pid, host=socket.gethostname(), process=identity(process.pid))
     return process.pid
 
 
 def _main(argv: list[str]) -> int:
+    if "--parent" in argv:
+        die_with_parent(int(argv[argv.index("--parent") + 1]))
     run = RunDir(Path(argv[0]).resolve())
     try:
         execute(run, load_run_config(run), resume="--resume" in argv)

@@ -137,6 +137,7 @@ class Loop:
         self._interval_start = time.perf_counter()
         self._interval_images = 0
         self.gpus = [g for g in dist.all_gather_object(gpu_identity(device)) if g]  # every rank's GPU, for provenance
+        self._interval_iterations = 0
 
     # what the subclasses say ------------------------------------------------------------------------
     def epoch_labels(self, epoch: int) -> EpochLabels:
@@ -325,14 +326,16 @@ class Loop:
     def after_iteration(self, labels: EpochLabels, iteration: int, total: int, loss: torch.Tensor, batch: int,
                         gradients: torch.Tensor | None = None) -> None:
         """Accumulate the loss without a host sync; every `log_every` iterations (and at the end of the
-        epoch) check it and the norms, emit an iteration event and honour stop requests."""
+        epoch) check it and the norms and emit an iteration event. A stop request is honoured after
+        any iteration (see `checks_stop_after`), with the event of the interval so far."""
         self._interval_loss += loss.float()
         self._interval_images += batch * self.dist.world_size
+        self._interval_iterations += 1
         done = iteration + 1
-        if not self.logs_at(iteration, total):
+        stop = self.requested_stop() if done < total and self.checks_stop_after(done) else None
+        if not self.logs_at(iteration, total) and stop is None:
             return
-        count = (done - 1) % self.config.run.log_every + 1
-        mean_loss = float(self.dist.mean(self._interval_loss)) / count  # the global batch's loss, not rank 0's half
+        mean_loss = float(self.dist.mean(self._interval_loss)) / self._interval_iterations  # the global batch's
         elapsed = time.perf_counter() - self._interval_start
         lr = self.optimizer.param_groups[0]["lr"]
         if self.dist.any(not math.isfinite(mean_loss)):
@@ -345,24 +348,40 @@ class Loop:
                        images_per_s=round(self._interval_images / max(elapsed, 1e-9), 2)))
         self._interval_loss.zero_()
         self._interval_images = 0
+        self._interval_iterations = 0
         self._interval_start = time.perf_counter()
-        if done < total:
-            self.stop_if_requested(labels, done)
+        if stop is not None:
+            self.stop_at(stop, labels, done)
+
+    def checks_stop_after(self, done: int) -> bool:
+        """Whether to look for a stop request after `done` iterations: after every one, except with
+        several CUDA workers, where the all-reduce that agrees on it would sync the host with the GPU
+        each iteration; they look at log intervals, as they log."""
+        return not (self.dist.active and self.device.type == "cuda") or done % self.config.run.log_every == 0
+
+    def requested_stop(self) -> str | None:
+        """The reason to stop, on every rank when any rank (in practice rank 0) was asked to."""
+        reason = self.session.stop_reason() if self.session else None
+        if not self.dist.any(reason is not None, self.device):
+            return None
+        return reason or "stopped by rank 0"
 
     def stop_if_requested(self, labels: EpochLabels | None, iteration: int, next_epoch: int | None = None) -> None:
-        """At a safe point: when a stop was asked for, checkpoint where training stands (inside an
-        epoch: its labels and the next iteration) and stop."""
-        reason = self.session.stop_reason() if self.session else None
-        if not self.dist.any(reason is not None):
-            return
+        reason = self.requested_stop()
+        if reason is not None:
+            self.stop_at(reason, labels, iteration, next_epoch)
+
+    def stop_at(self, reason: str, labels: EpochLabels | None, iteration: int, next_epoch: int | None = None) -> None:
+        """Stop at a safe point: checkpoint where training stands (inside an epoch: its labels and the
+        next iteration), write the `stopped` event and raise StopRequested."""
         epoch = labels.epoch if labels is not None else next_epoch
-        self.emit(Stopped(epoch=epoch, iteration=iteration, reason=reason or "stopped by rank 0"))
+        self.emit(Stopped(epoch=epoch, iteration=iteration, reason=reason))
         if labels is not None:
             labels.iteration = iteration
             self.sync_batchnorm()
             self.save_checkpoint(labels.epoch - 1, labels)
         if self.session:
-            self.session.set_status("stopped")
+            self.session.set_stopped()
         raise StopRequested(reason)
 
     def check_health(self, epoch: int, mean_loss: float, gradients: torch.Tensor | None, lr: float) -> None:

@@ -17,9 +17,10 @@ from oaecmlr.config import Config
 from oaecmlr.engine.devices import configure_kernels
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import Loop
+from oaecmlr.engine.parent_death import parent_died
 from oaecmlr.engine.placement import place_images
 from oaecmlr.engine.rundata import RunData, load_run_data
-from oaecmlr.engine.session import Listener, RunSession, StopNow, StopRequested
+from oaecmlr.engine.session import EndedBySignal, Listener, RunSession, StopNow, StopRequested, resume_note
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
 from oaecmlr.errors import OaecmlrError, RunFailed
@@ -38,8 +39,8 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     if session:
         session.install_signal_handlers()
         session.set_status("running", world_size=dist.world_size)
-    else:  # SIGINT/SIGTERM reach every worker; rank 0 decides, the others follow its stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:  # signals reach every worker; rank 0 decides, the others follow its stop
+        follow_rank_zero()
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     elif device.type == "cpu" and dist.world_size > 1:
@@ -56,10 +57,10 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     except StopNow as stop:
         if session:
             epoch = loop.epoch_in_progress if loop is not None and loop.epoch_in_progress else 0
-            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; {resume_from(run)}"))
-            session.set_status("stopped")
+            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; {resume_note(run)}"))
+            session.set_stopped()
         return None
-    except Exception as exc:
+    except BaseException as exc:  # an error, SystemExit, a fatal signal: the run records how it ended
         if session:
             raise record_failure(session, exc) from None
         raise
@@ -77,6 +78,23 @@ def startup_data(config: Config, dist: Dist, session: RunSession | None) -> RunD
     data = load_run_data(config.data, decoding_progress(session)) if first else None
     dist.wait_at_startup()
     return data if first else load_run_data(config.data)
+
+
+def follow_rank_zero() -> None:
+    """Signals on a worker other than rank 0: Ctrl-C and a lost terminal reach every worker, and rank
+    0 decides for all. A SIGTERM sent when the supervisor died (PR_SET_PDEATHSIG) waits for rank 0's
+    stop too; any other SIGTERM ends the worker as before."""
+    def on_sigterm(signum, _frame):
+        if parent_died() is None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    for sig, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGHUP, signal.SIG_IGN),
+                         (signal.SIGTERM, on_sigterm)):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
 
 
 def build_loop(config: Config, run: RunDir, data: RunData, device: torch.device, session: RunSession | None,
@@ -103,14 +121,15 @@ def decoding_progress(session: RunSession | None):
     return report
 
 
-def record_failure(session: RunSession, exc: Exception) -> RunFailed:
+def record_failure(session: RunSession, exc: BaseException) -> RunFailed:
     """Write the failure event and status (unless the loop already did, and as far as a full disk
     allows) and return the one-line error for the user."""
     if isinstance(exc, RunFailed):
         return exc
     if out_of_space(exc, session.run.path):
-        message = (f"no space left on device at {session.run.path}; free some space, then `oaecmlr resume "
-                   f"{session.run.name}` {resume_from(session.run).removeprefix('resume ')}")
+        message = f"no space left on device at {session.run.path}; free some space; {resume_note(session.run)}"
+    elif isinstance(exc, EndedBySignal):
+        message = f"the process received {exc}, which ends it; {resume_note(session.run)}"
     elif isinstance(exc, OaecmlrError):
         message = str(exc)
     else:  # unexpected: keep the traceback in the log, one line for the user
@@ -122,13 +141,6 @@ def record_failure(session: RunSession, exc: Exception) -> RunFailed:
         except OSError:
             pass  # the disk is full: the error still reaches the user
     return RunFailed(message)
-
-
-def resume_from(run: RunDir) -> str:
-    """What `oaecmlr resume` will do with the run as its folder is now."""
-    if run.last.is_file():
-        return "resume continues from the last checkpoint"
-    return "resume starts it over from epoch 0 (no checkpoint was written yet)"
 
 
 LOW_SPACE = 64 * 2**20

@@ -1,7 +1,11 @@
 """The life of a run on disk: events, log, status, stop requests and signals.
 
 Only the main process (rank 0) of a run owns a RunSession. Everything it writes goes to events.jsonl
-(the contract), a human log, and status.json (pid, host, state).
+(the contract), a human log, and status.json (pid, host, state, and the identity of its process that
+`oaecmlr stop` checks before it signals). Signals: SIGINT and SIGTERM stop the run gracefully (a
+second one at once); SIGHUP, like a console write that fails, only loses the console: training goes
+on, its output goes to log.txt; a signal whose default would end the process silently (SIGQUIT,
+SIGUSR1, ...) ends it with a failure event that names the signal.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oaecmlr.engine.parent_death import parent_died
 from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
-from oaecmlr.store.runs import RunDir
-from oaecmlr.store.schema import End, Event, Start, parse_event, to_record
+from oaecmlr.store.processes import detach_console, identity
+from oaecmlr.store.runs import RunDir, resume_command
+from oaecmlr.store.schema import End, Event, HealthWarning, Start, Stopping, parse_event, to_record
 
 Listener = Callable[[Event], None]
 
@@ -33,6 +39,21 @@ class StopNow(BaseException):
     A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it."""
 
 
+class EndedBySignal(BaseException):
+    """A signal whose default action would end the process without a word: end the run with a
+    failure event instead. A BaseException, as StopNow."""
+
+
+# Signals that end a process by default and that nothing here uses (SIGPIPE and SIGXFSZ Python ignores).
+FATAL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU")
+                      if hasattr(signal, name))
+
+
+def resume_note(run: RunDir) -> str:
+    """How a resume goes on from here: from the last checkpoint, or from epoch 0 when there is none."""
+    if run.last.is_file():
+        return f"`{resume_command(run)}` continues from the last checkpoint"
+    return f"there is no checkpoint yet: `{resume_command(run)}` starts over from epoch 0"
 
 
 BULKY = ("size_histogram", "data", "timings", "provenance", "time")  # in events.jsonl; too long for a log line
@@ -62,8 +83,12 @@ class RunSession:
         self.run = run
         self.events = EventWriter(run.events)
         self.listener = listener
-        self._stop_signal: str | None = None
+        self._stop_signal: str | None = None  # the reason: "SIGINT", "SIGTERM: its parent process 12 died"
+        self.stop_signal: str | None = None  # the signal's name
         self._previous_handlers: dict[int, Any] = {}
+        self._identity = identity(os.getpid())
+        self._console_note: str | None = None
+        self._console_note_pending = False
         self.log = logging.getLogger(f"oaecmlr.run.{run.name}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
@@ -76,21 +101,48 @@ class RunSession:
     def emit(self, event: Event) -> Event:
         event = self.events.write(event)
         self.log.info("%s", log_line(event))
-        if self.listener is not None:
-            self.listener(event)
+        self.show(event)
+        self._write_console_note()
         return event
 
     def show(self, event: Event) -> None:
-        """To the console only (image decoding progress), not to events.jsonl."""
-        if self.listener is not None:
-            self.listener(event)
+        """To the console only (for events.jsonl, `emit`). A console that fails (a closed pipe: EPIPE,
+        a hung-up terminal: EIO) is lost, not fatal."""
+        listener = self.listener
+        if listener is not None:
+            try:
+                listener(event)
+            except OSError as exc:
+                self.lose_console(exc.strerror or type(exc).__name__)
+
+    def lose_console(self, why: str) -> None:
+        """The console went away: train on, with output to log.txt only, and say when in a `warning`
+        event at the next safe point (called from a signal handler too: nothing is written here)."""
+        if self._console_note is not None:
+            return
+        self.listener = None
+        self._console_note = (f"the console was lost at {time.strftime('%Y-%m-%d %H:%M:%S')} ({why}); training "
+                              f"goes on, with its output in {self.run.log.name} only")
+        try:
+            detach_console(self.run.log)
+        except OSError:
+            pass
+        self._console_note_pending = True
+
+    def _write_console_note(self) -> None:
+        if self._console_note_pending:
+            self._console_note_pending = False
+            self.emit(HealthWarning(what="console", message=self._console_note or ""))
 
     def start(self, event: Start) -> None:
         self.emit(dataclasses.replace(event, schema=SCHEMA_VERSION, pid=os.getpid(), host=socket.gethostname()))
         self.set_status("running", started=time.time())
 
     def set_status(self, state: str, **fields: Any) -> None:
-        self.run.write_status(state, pid=os.getpid(), host=socket.gethostname(), **fields)
+        self.run.write_status(state, pid=os.getpid(), host=socket.gethostname(), process=self._identity, **fields)
+
+    def set_stopped(self) -> None:
+        self.set_status("stopped", stop_signal=self.stop_signal)
 
     def truncate_events(self, offset: int) -> int:
         """Drop what was written after `offset` (an unfinished epoch), keeping it in
@@ -121,13 +173,32 @@ class RunSession:
 
     # stopping -----------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        """The first SIGTERM/SIGINT asks for a stop at the next safe point (the end of a log interval,
-        of a clustering or of an evaluation), with a checkpoint; the second stops at once."""
-        def handler(signum, _frame):
+        """The first SIGTERM/SIGINT asks for a stop at the next safe point (the end of the iteration,
+        of a clustering or of an evaluation), with a checkpoint, and says so on the console at once;
+        the second stops at once. SIGHUP loses the console (unless it is ignored, as under nohup)."""
+        def stop(signum, _frame):
+            name = signal.Signals(signum).name
+            parent = parent_died()
+            reason = name if parent is None else f"{name}: its parent process {parent} died"
             if self._stop_signal:
-                raise StopNow(signal.Signals(signum).name)
-            self._stop_signal = signal.Signals(signum).name
-        for sig in (signal.SIGTERM, signal.SIGINT):
+                if parent is not None and self._stop_signal == reason:
+                    return  # PR_SET_PDEATHSIG: the kernel sends one SIGTERM per thread of this process
+                raise StopNow(name)
+            self._stop_signal = reason
+            self.stop_signal = name
+            self.show(Stopping(signal=name))
+
+        def hangup(_signum, _frame):
+            self.lose_console("SIGHUP")
+
+        def fatal(signum, _frame):
+            raise EndedBySignal(signal.Signals(signum).name)
+
+        handlers = {signal.SIGTERM: stop, signal.SIGINT: stop}
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            handlers[signal.SIGHUP] = hangup
+        handlers.update({sig: fatal for sig in FATAL_SIGNALS if signal.getsignal(sig) is signal.SIG_DFL})
+        for sig, handler in handlers.items():
             try:
                 self._previous_handlers[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread (e.g. under a test runner thread)
@@ -139,6 +210,8 @@ class RunSession:
         self._previous_handlers.clear()
 
     def stop_reason(self) -> str | None:
+        """Why the run should stop now, if it should (checked at every safe point)."""
+        self._write_console_note()
         if self._stop_signal:
             return self._stop_signal
         if self.run.stop_request.exists():
@@ -147,10 +220,11 @@ class RunSession:
 
     def close(self) -> None:
         self.restore_signal_handlers()
-        try:
-            self.events.close()
-        except OSError:  # a full disk: what could be written was written
-            pass
+        for step in (self._write_console_note, self.events.close):
+            try:
+                step()
+            except OSError:  # a full disk: what could be written was written
+                pass
         for handler in self.log.handlers:
             try:
                 handler.close()

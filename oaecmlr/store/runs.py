@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from oaecmlr.errors import RunError
 from oaecmlr.formatting import printable
 from oaecmlr.store import ondisk
-from oaecmlr.store.events import EventTail
+from oaecmlr.store.events import EventTail, EventWriter
 from oaecmlr.store.ondisk import Warn, silent
-from oaecmlr.store.schema import Event
+from oaecmlr.store.processes import not_the_run_process, recycled, valid_pid
+from oaecmlr.store.schema import Event, Failure
 from oaecmlr.store.summary import RunFold, RunSummary
 from oaecmlr.tempfiles import pid_alive, remove_files, temp_name
 
@@ -207,8 +208,9 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
     if state not in ("running", "starting"):
         return state
     pid, host = status.get("pid"), status.get("host")
-    if host == socket.gethostname() and isinstance(pid, int):
-        return "running" if pid_alive(pid) else "stale"
+    if host == socket.gethostname():  # alive, and not another process that took the pid
+        pid = valid_pid(pid)
+        return "running" if pid is not None and pid_alive(pid) and not recycled(status, pid) else "stale"
     updated = status.get("updated", 0)
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
 
@@ -251,21 +253,45 @@ def checkpoint_file(path: str | Path) -> Path:
 def request_stop(run: RunDir) -> str:
     """Ask a run to stop gracefully: it checkpoints, writes a `stopped` event and exits.
 
-    A STOP file works across machines (synced folders); on this host the process also gets SIGTERM.
-    Returns what was done, for the user.
+    The STOP file, which the run polls every iteration, works everywhere (synced folders too). A
+    SIGTERM also stops clustering and evaluation sooner, but it goes only to a pid that is provably
+    the run's own (`not_the_run_process`). Returns what was done, for the user.
     """
     import signal
 
     status = run.read_status()
+    claims_to_run = status.get("state") in ("running", "starting") and status.get("host") == socket.gethostname()
+    if claims_to_run and valid_pid(status.get("pid")) is None:
+        raise RunError(f"refusing to stop run {run.name}: its status.json names pid {status.get('pid')!r}, which is "
+                       "not a process id; nothing was signalled")
     state = live_state(status, None)
     if state not in ("running", "starting"):
         raise RunError(f"run {run.name} is not running (it is {state})")
     run.stop_request.write_text(str(time.time()))
-    pid, host = status.get("pid"), status.get("host")
-    if host == socket.gethostname() and isinstance(pid, int) and pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        return f"sent SIGTERM to pid {pid} and wrote {run.stop_request}"
-    return f"wrote {run.stop_request}; the run stops at its next log interval"
+    why_not = not_the_run_process(status, run.events)
+    if why_not is None:
+        os.kill(status["pid"], signal.SIGTERM)
+        return f"sent SIGTERM to pid {status['pid']} and wrote {run.stop_request}"
+    return f"wrote {run.stop_request}; the run stops at its next iteration (no signal sent: {why_not})"
+
+
+def record_death(run: RunDir, error: str, rank: int | None = None) -> None:
+    """What a watcher saw end a run that could not say so itself (a worker or a sweep's run killed
+    by a signal): a `failure` event and a failed status."""
+    writer = EventWriter(run.events)
+    try:
+        writer.write(Failure(error=error, rank=rank))
+    finally:
+        writer.close()
+    run.write_status("failed", error=error)
+
+
+def resume_command(run: RunDir) -> str:
+    """The command that resumes `run`: `oaecmlr resume NAME`, with --runs-dir unless it is the default."""
+    import shlex
+
+    default = runs_root().resolve() == run.path.parent.resolve()
+    return f"oaecmlr resume {shlex.quote(run.name)}" + ("" if default else f" --runs-dir {shlex.quote(str(run.path.parent))}")
 
 
 def load_run_config(run: RunDir) -> Config:

@@ -74,6 +74,15 @@ class Loading(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Stopping(Event):
+    """A first SIGINT or SIGTERM was received and a stop is on its way: shown on the console at
+    once, never written to events.jsonl (the `stopped` event follows)."""
+
+    EVENT: ClassVar[str] = "stopping"
+    signal: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Eval(Event):
     """Query/gallery evaluation after `epoch` (0: before any training)."""
 
@@ -218,8 +227,8 @@ class Skimmed(Event):
     event: str
 
 
-KINDS: dict[str, type[Event]] = {cls.EVENT: cls for cls in (Start, Loading, Eval, EpochStart, Cluster, Iter, EpochEnd,
-                                                            HealthWarning, Stopped, Failure, Resume, End)}
+KINDS: dict[str, type[Event]] = {cls.EVENT: cls for cls in (Start, Loading, Stopping, Eval, EpochStart, Cluster, Iter,
+                                                            EpochEnd, HealthWarning, Stopped, Failure, Resume, End)}
 
 
 def kind_of(event: Event) -> str:
