@@ -735,7 +735,6 @@ def test_stopped_at_once_says_what_resume_will_do(tmp_path):
 
 
 # 12. a dataset typed on the command line wins over --config, for every dataset name ----------------------
-@pytest.mark.xfail(strict=True, reason="needs the lead's presets.py change")
 @pytest.mark.parametrize("typed", ["dukemtmcreid", "duke", "market", "market1501", "msmt17", "msmt", "cuhk03"])
 def test_a_typed_dataset_wins_over_config_also_when_it_names_a_preset(tmp_path, typed):
     from oaecmlr.config import dataset_name, resolve_config
@@ -750,7 +749,6 @@ def test_a_typed_dataset_wins_over_config_also_when_it_names_a_preset(tmp_path, 
     assert dataset_notes == [f"{config_file} sets data.dataset = '{other}'; the command line's '{wanted}' wins"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's presets.py change")
 def test_the_report_of_a_duke_run_under_the_cuhk03_config(tmp_path):
     from oaecmlr.config import resolve_config
     from oaecmlr.config.presets import presets_dir

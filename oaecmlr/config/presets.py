@@ -81,11 +81,11 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
     name, suffixes = split_suffixes(target)
     preset = name if preset_path(name) else None
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    if preset is None:
-        dataset = dataset_name(name)
-        if dataset is None:
-            raise ConfigError(unknown_target(name))
-        options = {"data.dataset": dataset, **options}
+    typed_dataset = dataset_name(name)  # a dataset typed on the command line wins over any file, preset or not
+    if preset is None and typed_dataset is None:
+        raise ConfigError(unknown_target(name))
+    if typed_dataset:
+        options = {"data.dataset": typed_dataset, **options}
     config = Config()
     if supervised:
         config.run.kind = "supervised"
@@ -104,7 +104,7 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
             values.update(settings_of(mapping.get("pretrain", {}), f"{source} [pretrain]"))
         for dotted, value in values.items():
             previous = chosen.get(dotted)
-            if dotted == "data.dataset" and preset and previous and previous[0] != value:
+            if dotted == "data.dataset" and preset and not typed_dataset and previous and previous[0] != value:
                 notes.append(f"{source} sets data.dataset = {value!r}, replacing {previous[0]!r} of {previous[1]}")
             set_value(config, dotted, value, source)
             chosen[dotted] = (config.get(dotted), source)
