@@ -362,7 +362,7 @@ class Loop:
     def requested_stop(self) -> str | None:
         """The reason to stop, on every rank when any rank (in practice rank 0) was asked to."""
         reason = self.session.stop_reason() if self.session else None
-        if not self.dist.any(reason is not None, self.device):
+        if not self.dist.any(reason is not None):
             return None
         return reason or "stopped by rank 0"
 
