@@ -96,7 +96,7 @@ def test_stop_signals_the_process_that_is_provably_the_runs_own(tmp_path):
 def test_stop_does_not_signal_a_live_pid_that_is_not_the_runs(tmp_path, recorded):
     """A recycled pid, or a status.json that names a bystander: the bystander is never signalled."""
     bystander = subprocess.Popen(["sleep", "60"])
-    other = subprocess.Popen(["sleep", "60"])
+    other = subprocess.Popen(["sleep", "61"])  # same command and clock tick would be the same identity: not a pid reuse
     try:
         folder = make_run(tmp_path, "r", state="running", pid=bystander.pid, upto_epoch=1)
         run = RunDir(folder)
