@@ -100,3 +100,17 @@ def test_unknown_or_repeated_suffix_is_one_clear_error():
         resolve_config("market+gpu")
     with pytest.raises(ConfigError, match="twice"):
         resolve_config("market+cpu+cpu")
+
+
+@pytest.mark.parametrize("preset", PAPER)
+def test_paper_presets_run_the_oae_reading_chosen_on_held_out_identities(preset):
+    """docs/results.md (Market-1501 subset): the support rule with 2 votes had the best held-out mean;
+    CMLR keeps its self reading. cuhk03 and demo were tuned earlier with the nearest rule and keep it."""
+    config = resolve_config(preset).config
+    assert (config.oae.rule, config.oae.support, config.cmlr.mode) == ("support", 2, "self")
+    assert resolve_config(f"{preset}+cpu").config.oae.rule == "support"
+
+
+@pytest.mark.parametrize("preset", ["cuhk03", "demo"])
+def test_cuhk03_and_demo_keep_the_nearest_rule(preset):
+    assert resolve_config(preset).config.oae.rule == "nearest"
