@@ -114,3 +114,17 @@ def test_paper_presets_run_the_oae_reading_chosen_on_held_out_identities(preset)
 @pytest.mark.parametrize("preset", ["cuhk03", "demo"])
 def test_cuhk03_and_demo_keep_the_nearest_rule(preset):
     assert resolve_config(preset).config.oae.rule == "nearest"
+
+
+def test_the_demo_states_its_promise_only_as_it_was_measured(tmp_path):
+    """`oaecmlr run demo` prints the time and figure measured for the preset as it stands (docs/results.md);
+    a suffix, a config file, a --set or another option makes it another run, with no promise."""
+    promise = resolve_config("demo").promise
+    assert "minutes" in promise and "mAP" in promise
+    assert resolve_config("demo", options={"run.seed": 3}).promise == promise
+    other = tmp_path / "other.toml"
+    other.write_text("[run]\nepochs = 2\n")
+    for changed in (resolve_config("demo", sets=["run.epochs=2"]), resolve_config("demo+cam"),
+                    resolve_config("demo", config_file=str(other)), resolve_config("demo", options={"run.epochs": 2}),
+                    resolve_config("demo", supervised=True), resolve_config("cuhk03")):
+        assert changed.promise == ""

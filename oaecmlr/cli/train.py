@@ -28,6 +28,8 @@ def resolve(*, target: str, config_file: str | None, sets: list[str] | None, opt
     if not quiet:
         for note in resolved.notes:
             err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+        if resolved.promise:
+            err_console.print(f"{escape(str(resolved.preset))}: {escape(resolved.promise)}", highlight=False, soft_wrap=True)
     return resolved
 
 

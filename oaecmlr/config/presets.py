@@ -73,6 +73,7 @@ class Resolved:
     config: Config
     preset: str | None  # None when a bare dataset was named
     notes: list[str] = field(default_factory=list)  # one line each, for the user
+    promise: str = ""  # what the preset promises (its [preset] promise), when nothing changes the preset
 
 
 def resolve_config(target: str, *, config_file: str | None = None, options: dict[str, Any] | None = None,
@@ -122,7 +123,9 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
             notes.append(f"--set {dotted}={value} replaces the option's {previous[0]!r}")
     validate(config)
     label = (preset or config.data.dataset) + "".join(suffixes) if suffixes else preset
-    return Resolved(config, label, notes + setting_notes(config))
+    as_measured = preset and not (suffixes or config_file or sets or supervised or set(options) - {"run.seed"})
+    promise = str(read_toml(preset_path(preset)).get("preset", {}).get("promise", "")) if as_measured else ""
+    return Resolved(config, label, notes + setting_notes(config), promise)
 
 
 def split_suffixes(target: str) -> tuple[str, list[str]]:
