@@ -2,7 +2,7 @@
 (per-camera normalisation) -> k-reciprocal (or camera-aware) Jaccard + DBSCAN pseudo-labels -> OAE
 -> cluster geometry -> CMLR soft labels -> the cluster memory (and camera proxies) -> a fixed number
 of PK iterations against them. Clustering runs once, on rank 0; every rank gets its labels and
-builds the same memory. The camera-aware pieces (section 11) are off unless configured.
+rank 0's memory. The camera-aware pieces (section 11) are off unless configured.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from oaecmlr.core.pseudo_labelling import _EPS_SLACK, PseudoLabels, pseudo_label
 from oaecmlr.data.sampler import max_occurrences
 from oaecmlr.engine.health import clustering_findings
 from oaecmlr.engine.loop import EpochLabels, Loop
+from oaecmlr.engine.memories import initialise_memories
 from oaecmlr.store.schema import Cluster, HealthWarning
 
 
@@ -68,11 +69,7 @@ class UnsupervisedLoop(Loop):
         labels = self.dist.broadcast_object(labels)
         if isinstance(labels, NoLabels):
             raise self.fail(labels.reason)
-        if geometry is None:  # ranks other than 0
-            geometry = cluster_geometry(features, labels.labels.numpy())
-        self.memory.initialise(geometry.centroids)
-        if self.proxies is not None:
-            self.proxies.initialise(features, labels.labels, self.camids)
+        initialise_memories(self.dist, self.memory, self.proxies, geometry, features, labels.labels, self.camids)
         return labels
 
     def pseudo_label(self, features: torch.Tensor, epoch: int, timings: dict) -> tuple[EpochLabels | NoLabels, Clusters | None]:
