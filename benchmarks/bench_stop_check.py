@@ -46,8 +46,8 @@ def _all_reduce_worker(rank: int, port: int, repeats: int, out) -> None:
     init_group(torch.device("cpu"), rank, 2, 60)
     dist = Dist(rank, 2, rank)
     try:
-        per_call(lambda: dist.any(False, torch.device("cpu")), 50)  # warm up
-        seconds = per_call(lambda: dist.any(False, torch.device("cpu")), repeats)
+        per_call(lambda: dist.any(False), 50)  # warm up
+        seconds = per_call(lambda: dist.any(False), repeats)
         if rank == 0:
             out.put(seconds)
     finally:
