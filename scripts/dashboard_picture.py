@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from runfixtures import make_run  # noqa: E402
 
 import oaecmlr.formatting  # noqa: E402
-from oaecmlr.engine.session import log_line  # noqa: E402
+from oaecmlr.engine.recorder import log_line  # noqa: E402
 from oaecmlr.store.runs import RunDir, write_meta  # noqa: E402
 from oaecmlr.store.schema import parse_event  # noqa: E402
 

@@ -55,8 +55,8 @@ def test_the_loop_and_the_image_cache_agree_on_the_device(tmp_path):
     from enginefixtures import tiny_config
 
     from oaecmlr.engine.placement import place_images
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     config = tiny_config()

@@ -98,8 +98,8 @@ def check_collectives(device: torch.device) -> list[str]:
 
 
 def _labels_worker(rank, world, port, run_path, queue):
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -116,8 +116,8 @@ def _labels_worker(rank, world, port, run_path, queue):
 
 
 def test_epoch_one_pseudo_labels_equal_single_process(tmp_path):
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     config = tiny_config()
@@ -152,8 +152,8 @@ def _one_step(loop):
 
 
 def _forced_worker(port, run_path, queue):
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -170,8 +170,8 @@ def _forced_worker(port, run_path, queue):
 def test_distributed_path_at_world_size_one_computes_the_plain_gradients(tmp_path):
     """The path the device check times against the plain loop (NCCL there, gloo here) computes the
     same gradients: DDP and global-batch BatchNorm are identities at world size 1."""
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     config = tiny_config("train.amp=false")
@@ -309,7 +309,7 @@ SLOW_FIRST_LOAD = '''
 import os
 import time
 
-import oaecmlr.engine.process as process
+import oaecmlr.engine.train_process as process
 
 _load = process.load_run_data
 

@@ -59,8 +59,8 @@ def test_features_are_extracted_in_float32_even_when_training_uses_bf16(tmp_path
 
     from oaecmlr.engine import loop as loop_module
     from oaecmlr.engine.features import extract_features
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     monkeypatch.setattr(loop_module, "fast_bf16", lambda device: True)  # as on CUDA or an AVX512-BF16 CPU

@@ -615,16 +615,16 @@ def test_closing_a_run_on_a_full_disk_raises_nothing(tmp_path, monkeypatch):
     import errno
     import logging
 
-    from oaecmlr.engine.session import RunSession
+    from oaecmlr.engine.recorder import RunRecorder
 
-    session = RunSession(RunDir(tmp_path))
-    session.log.info("a line still in the buffer")
+    recorder = RunRecorder(RunDir(tmp_path))
+    recorder.log.info("a line still in the buffer")
 
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(logging.FileHandler, "flush", full)
-    session.close()  # logging's close() flushed into the full disk and raised
+    recorder.close()  # logging's close() flushed into the full disk and raised
 
 
 def test_note_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
@@ -725,7 +725,7 @@ def test_a_full_disk_before_any_checkpoint_does_not_promise_one(tmp_path, monkey
 
 
 def test_stopped_at_once_says_what_resume_will_do(tmp_path):
-    from oaecmlr.engine.session import resume_note
+    from oaecmlr.engine.recorder import resume_note
 
     run = RunDir(tmp_path / "r")
     assert resume_note(run) == f"there is no checkpoint yet: `oaecmlr resume r --runs-dir {tmp_path}` starts over from epoch 0"

@@ -200,23 +200,23 @@ def test_the_console_acknowledges_a_stop_and_names_the_resume_command(tmp_path):
 
 def test_a_lost_console_is_recorded_once_after_the_start_event(tmp_path, monkeypatch):
     """The warning never comes before `start` (the first event of the contract), nor twice."""
-    from oaecmlr.engine import session as session_module
+    from oaecmlr.engine import recorder as recorder_module
     from oaecmlr.store.schema import Start
 
     detached = []
-    monkeypatch.setattr(session_module, "detach_console", detached.append)  # not this test process's own
+    monkeypatch.setattr(recorder_module, "detach_console", detached.append)  # not this test process's own
 
     def closed_pipe(event):
         raise BrokenPipeError(32, "Broken pipe")
 
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    session = session_module.RunSession(run, closed_pipe)
-    session.lose_console("SIGHUP")  # while the images load, before any event
-    session.start(Start(schema=0, kind="usl", run="r", dataset="synthetic", epochs=1, iterations=1, arch="resnet18",
+    recorder = recorder_module.RunRecorder(run, closed_pipe)
+    recorder.lose_console("SIGHUP")  # while the images load, before any event
+    recorder.start(Start(schema=0, kind="usl", run="r", dataset="synthetic", epochs=1, iterations=1, arch="resnet18",
                         world_size=1, per_rank_batch=4, global_batch=4, lr=0.1, device="cpu", seed=0))
-    session.show(Stopping(signal="SIGINT"))  # the listener is gone: no second loss
-    session.close()
+    recorder.show(Stopping(signal="SIGINT"))  # the listener is gone: no second loss
+    recorder.close()
     kinds = [(e["event"], e.get("what")) for e in events_of(run.path)]
     assert kinds == [("start", None), ("warning", "console")] and detached == [run.log]
 
@@ -225,20 +225,20 @@ def test_the_kernels_repeated_parent_death_signal_is_one_stop(tmp_path, monkeypa
     """PR_SET_PDEATHSIG sends SIGTERM once per thread of the process: one graceful stop, not a
     stop at once; a SIGTERM after that, while the parent lives, would be the second."""
     from oaecmlr.engine import parent_death
-    from oaecmlr.engine import session as session_module
+    from oaecmlr.engine import recorder as recorder_module
 
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    session = session_module.RunSession(run)
-    session.install_signal_handlers()
+    recorder = recorder_module.RunRecorder(run)
+    recorder.install_signal_handlers()
     try:
         monkeypatch.setattr(parent_death, "_watched", os.getppid() + 1)  # as if the parent had died
         for _ in range(3):
             os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
-        assert session.stop_reason() == f"SIGTERM: its parent process {os.getppid() + 1} died"
+        assert recorder.stop_reason() == f"SIGTERM: its parent process {os.getppid() + 1} died"
     finally:
-        session.close()
+        recorder.close()
 
 
 RACE_CHILD = textwrap.dedent("""
@@ -280,16 +280,16 @@ def test_the_parent_is_dead_from_its_first_death_signal(tmp_path):
 def test_no_space_left_says_whether_a_checkpoint_exists(tmp_path):
     import errno
 
-    from oaecmlr.engine.process import record_failure
-    from oaecmlr.engine.session import RunSession
+    from oaecmlr.engine.recorder import RunRecorder
+    from oaecmlr.engine.train_process import record_failure
 
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    session = RunSession(run)
-    message = str(record_failure(session, OSError(errno.ENOSPC, "No space left on device")))
+    recorder = RunRecorder(run)
+    message = str(record_failure(recorder, OSError(errno.ENOSPC, "No space left on device")))
     run.last.write_bytes(b"a checkpoint")
-    later = str(record_failure(session, OSError(errno.ENOSPC, "No space left on device")))
-    session.close()
+    later = str(record_failure(recorder, OSError(errno.ENOSPC, "No space left on device")))
+    recorder.close()
     assert message.endswith(f"there is no checkpoint yet: `oaecmlr resume r --runs-dir {tmp_path}` starts over "
                             "from epoch 0")
     assert later.endswith(f"`oaecmlr resume r --runs-dir {tmp_path}` continues from the last checkpoint")

@@ -55,8 +55,8 @@ def test_on_the_cpu_nothing_moves():
 def test_cuda_placement_and_a_training_batch_from_either_cache(mode, where):
     from enginefixtures import tiny_config
 
-    from oaecmlr.engine.process import build_loop
     from oaecmlr.engine.rundata import load_run_data
+    from oaecmlr.engine.train_process import build_loop
     from oaecmlr.store.runs import RunDir
 
     config = tiny_config()

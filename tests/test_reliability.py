@@ -83,7 +83,7 @@ def test_torch_running_out_of_space_while_checkpointing_says_so_and_resumes(tmp_
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    monkeypatch.setattr("oaecmlr.engine.process.LOW_SPACE", 2**62)  # as if the disk were full
+    monkeypatch.setattr("oaecmlr.engine.train_process.LOW_SPACE", 2**62)  # as if the disk were full
     with pytest.raises(RunFailed, match=r"^no space left on device at .*full; free some space"):
         start_run(tiny_config("run.eval_every=5"), "full", str(tmp_path), preset="demo")
     folder = tmp_path / "full"

@@ -36,9 +36,9 @@ from oaecmlr.engine.evaluate import evaluate
 from oaecmlr.engine.features import autocast, extract_features
 from oaecmlr.engine.health import Watch, gradient_norm, parameter_norm
 from oaecmlr.engine.provenance import provenance
+from oaecmlr.engine.recorder import RunRecorder
 from oaecmlr.engine.rundata import RunData
-from oaecmlr.engine.session import RunSession, StopRequested
-from oaecmlr.errors import ConfigError, RunFailed
+from oaecmlr.errors import ConfigError, RunFailed, StopRequested
 from oaecmlr.models import build_model
 from oaecmlr.store.runs import RunDir
 from oaecmlr.store.schema import (
@@ -101,11 +101,11 @@ class Loop:
     kind = "base"
 
     def __init__(self, config: Config, run: RunDir, data: RunData, device: torch.device,
-                 session: RunSession | None, dist: Dist = SINGLE, num_classes: int | None = None):
+                 recorder: RunRecorder | None, dist: Dist = SINGLE, num_classes: int | None = None):
         device = resolve_device(device)  # `cuda` -> `cuda:N`: only then does it equal the image cache's tensor.device
         if dist.active and dist.device != device:
             raise ValueError(f"the loop trains on {device} but its collectives run on {dist.device}")
-        self.config, self.run, self.data, self.device, self.session, self.dist = config, run, data, device, session, dist
+        self.config, self.run, self.data, self.device, self.recorder, self.dist = config, run, data, device, recorder, dist
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
         self.amp = cfg.train.amp and fast_bf16(device)
@@ -188,8 +188,8 @@ class Loop:
             if epoch < cfg.run.epochs:
                 self.stop_if_requested(None, 0, next_epoch=epoch + 1)
         self.emit(End(status="finished", best=self.best))
-        if self.session:
-            self.session.set_status("finished")
+        if self.recorder:
+            self.recorder.set_status("finished")
         return self.best
 
     def begin(self, resume: bool) -> tuple[EpochLabels | None, int]:
@@ -197,7 +197,7 @@ class Loop:
         if resume and self.dist.broadcast_object(self.run.last.is_file()):
             return self.restore()
         # A resumed run that never finished an epoch has nothing to restore: start it over.
-        discarded = self.session.truncate_events(0) if resume and self.session else 0
+        discarded = self.recorder.truncate_events(0) if resume and self.recorder else 0
         self.emit_start(restarted=resume, discarded_events=discarded)
         self.evaluate(0)
         return None, 1
@@ -245,15 +245,15 @@ class Loop:
 
     # events, features, evaluation -----------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        if self.session is not None:
-            self.session.emit(event)
+        if self.recorder is not None:
+            self.recorder.emit(event)
 
     def emit_start(self, restarted: bool = False, discarded_events: int = 0) -> None:
         cfg = self.config
-        if self.session is None:
+        if self.recorder is None:
             return
         per_rank = cfg.data.num_ids // self.dist.world_size * cfg.data.num_instances
-        self.session.start(Start(schema=0, kind=self.kind, run=self.run.name, dataset=cfg.data.dataset,
+        self.recorder.start(Start(schema=0, kind=self.kind, run=self.run.name, dataset=cfg.data.dataset,
                                  epochs=cfg.run.epochs, iterations=cfg.run.iterations, arch=cfg.model.arch,
                                  world_size=self.dist.world_size, per_rank_batch=per_rank,
                                  global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr, device=str(self.device),
@@ -361,7 +361,7 @@ class Loop:
 
     def requested_stop(self) -> str | None:
         """The reason to stop, on every rank when any rank (in practice rank 0) was asked to."""
-        reason = self.session.stop_reason() if self.session else None
+        reason = self.recorder.stop_reason() if self.recorder else None
         if not self.dist.any(reason is not None):
             return None
         return reason or "stopped by rank 0"
@@ -380,8 +380,8 @@ class Loop:
             labels.iteration = iteration
             self.sync_batchnorm()
             self.save_checkpoint(labels.epoch - 1, labels)
-        if self.session:
-            self.session.set_stopped()
+        if self.recorder:
+            self.recorder.set_stopped()
         raise StopRequested(reason)
 
     def check_health(self, epoch: int, mean_loss: float, gradients: torch.Tensor | None, lr: float) -> None:
@@ -399,8 +399,8 @@ class Loop:
 
     def fail(self, message: str) -> RunFailed:
         self.emit(Failure(epoch=self.epoch_in_progress, error=message, rank=self.dist.rank))
-        if self.session:
-            self.session.set_status("failed", error=message)
+        if self.recorder:
+            self.recorder.set_status("failed", error=message)
         return RunFailed(message)
 
     # checkpoints -----------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ class Loop:
         state = self.model_checkpoint(completed_epoch)
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                      rng=rng_state(self.augment_generator), best=self.best,
-                     events_offset=self.session.events.offset() if self.session else 0,
+                     events_offset=self.recorder.events.offset() if self.recorder else 0,
                      phase=None if labels is None else labels.state(), **self.extra_state())
         atomic_save(state, self.run.last)
 
@@ -432,9 +432,9 @@ class Loop:
         restore_rng(state["rng"], self.augment_generator)
         self.best = state.get("best")
         labels = EpochLabels.from_state(state["phase"]) if state.get("phase") else None
-        if self.session is not None:
-            discarded = self.session.truncate_events(state["events_offset"])
-            self.session.set_status("running", resumed=time.time())
+        if self.recorder is not None:
+            discarded = self.recorder.truncate_events(state["events_offset"])
+            self.recorder.set_status("running", resumed=time.time())
             self.emit(Resume(from_epoch=state["epoch"], iteration=labels.iteration if labels else 0,
                              discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid(),
                              epochs=cfg.run.epochs, gpus=self.gpus))

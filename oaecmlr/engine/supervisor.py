@@ -1,4 +1,4 @@
-"""Several training processes on one machine (`--gpus 0,1`, `--gpus cpu,cpu`).
+"""The supervisor of several training processes on one machine (`--gpus 0,1`, `--gpus cpu,cpu`).
 
 `oaecmlr run` spawns one worker per `--gpus` entry (each runs `train_process`) and supervises
 them: it relays rank 0's events to the console, and when a worker dies it stops the others at once
@@ -23,8 +23,8 @@ import torch.multiprocessing as mp
 
 from oaecmlr.engine.distributed import Dist, free_port, init_group, leave_group
 from oaecmlr.engine.parent_death import die_with_parent, parent_died
-from oaecmlr.engine.process import train_process
-from oaecmlr.engine.session import Listener
+from oaecmlr.engine.recorder import Listener
+from oaecmlr.engine.train_process import train_process
 from oaecmlr.errors import RunFailed
 from oaecmlr.store.events import EventTail, read_events
 from oaecmlr.store.processes import detach_console, exit_text, identity

@@ -1,6 +1,6 @@
-"""The life of a run on disk: events, log, status, stop requests and signals.
+"""The run recorder: the life of a run on disk (events, log, status, stop requests) and its signals.
 
-Only the main process (rank 0) of a run owns a RunSession. Everything it writes goes to events.jsonl
+Only the main process (rank 0) of a run owns a RunRecorder. Everything it writes goes to events.jsonl
 (the contract), a human log, and status.json (pid, host, state, and the identity of its process that
 `oaecmlr stop` checks before it signals). Signals: SIGINT and SIGTERM stop the run gracefully (a
 second one at once); SIGHUP, like a console write that fails, only loses the console: training goes
@@ -22,26 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from oaecmlr.engine.parent_death import parent_died
+from oaecmlr.errors import EndedBySignal, StopNow
 from oaecmlr.store.events import SCHEMA_VERSION, EventWriter
 from oaecmlr.store.processes import detach_console, identity
 from oaecmlr.store.runs import RunDir, resume_command
 from oaecmlr.store.schema import End, Event, HealthWarning, Start, Stopping, parse_event, to_record
 
 Listener = Callable[[Event], None]
-
-
-class StopRequested(Exception):
-    """Raised inside the loop after a graceful stop was requested (SIGTERM, Ctrl-C, `oaecmlr stop`)."""
-
-
-class StopNow(BaseException):
-    """A second SIGTERM or Ctrl-C: stop at once, wherever the run is, keeping the last checkpoint.
-    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it."""
-
-
-class EndedBySignal(BaseException):
-    """A signal whose default action would end the process without a word: end the run with a
-    failure event instead. A BaseException, as StopNow."""
 
 
 # Signals that end a process by default and that nothing here uses (SIGPIPE and SIGXFSZ Python ignores).
@@ -78,7 +65,7 @@ def _only_an_end(tail: bytes) -> bool:
         return False
 
 
-class RunSession:
+class RunRecorder:
     def __init__(self, run: RunDir, listener: Listener | None = None):
         self.run = run
         self.events = EventWriter(run.events)

@@ -19,11 +19,11 @@ from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.loop import Loop
 from oaecmlr.engine.parent_death import parent_died
 from oaecmlr.engine.placement import place_images
+from oaecmlr.engine.recorder import Listener, RunRecorder, resume_note
 from oaecmlr.engine.rundata import RunData, load_run_data
-from oaecmlr.engine.session import EndedBySignal, Listener, RunSession, StopNow, StopRequested, resume_note
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
-from oaecmlr.errors import OaecmlrError, RunFailed
+from oaecmlr.errors import EndedBySignal, OaecmlrError, RunFailed, StopNow, StopRequested
 from oaecmlr.store.runs import RunDir
 from oaecmlr.store.schema import Failure, Loading, Stopped
 
@@ -35,10 +35,10 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     Failures: rank 0 writes the failure event and status and raises RunFailed with the one-line
     reason (an unexpected error's traceback goes to log.txt); other ranks re-raise what they hit.
     """
-    session = RunSession(run, listener) if dist.is_main else None
-    if session:
-        session.install_signal_handlers()
-        session.set_status("running", world_size=dist.world_size)
+    recorder = RunRecorder(run, listener) if dist.is_main else None
+    if recorder:
+        recorder.install_signal_handlers()
+        recorder.set_status("running", world_size=dist.world_size)
     else:  # signals reach every worker; rank 0 decides, the others follow its stop
         follow_rank_zero()
     if config.run.threads:
@@ -48,34 +48,34 @@ def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device,
     configure_kernels(device, config.train.deterministic)
     loop = None
     try:
-        data = place_images(startup_data(config, dist, session), device, config.data.image_cache,
+        data = place_images(startup_data(config, dist, recorder), device, config.data.image_cache,
                             config.data.device_reserve_gb)
-        loop = build_loop(config, run, data, device, session, dist)
+        loop = build_loop(config, run, data, device, recorder, dist)
         return loop.run_loop(resume)
     except StopRequested:
         return None
     except StopNow as stop:
-        if session:
+        if recorder:
             epoch = loop.epoch_in_progress if loop is not None and loop.epoch_in_progress else 0
-            session.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; {resume_note(run)}"))
-            session.set_stopped()
+            recorder.emit(Stopped(epoch=epoch, reason=f"stopped at once by a second {stop}; {resume_note(run)}"))
+            recorder.set_stopped()
         return None
     except BaseException as exc:  # an error, SystemExit, a fatal signal: the run records how it ended
-        if session:
-            raise record_failure(session, exc) from None
+        if recorder:
+            raise record_failure(recorder, exc) from None
         raise
     finally:
-        if session:
-            session.close()
+        if recorder:
+            recorder.close()
 
 
-def startup_data(config: Config, dist: Dist, session: RunSession | None) -> RunData:
+def startup_data(config: Config, dist: Dist, recorder: RunRecorder | None) -> RunData:
     """The run's images: the first worker of each machine (local rank 0) decodes them and writes the
     disk cache, the others then read that cache. The others wait on `wait_at_startup`'s gloo group,
     whose timeout is hours, not `train.dist_timeout`: a first MSMT17 run decodes 126,441 JPEGs,
     which can take longer than that on few cores, and an NCCL barrier would abort the waiting ranks."""
     first = dist.local_rank == 0
-    data = load_run_data(config.data, decoding_progress(session)) if first else None
+    data = load_run_data(config.data, decoding_progress(recorder)) if first else None
     dist.wait_at_startup()
     return data if first else load_run_data(config.data)
 
@@ -97,45 +97,45 @@ def follow_rank_zero() -> None:
             pass
 
 
-def build_loop(config: Config, run: RunDir, data: RunData, device: torch.device, session: RunSession | None,
+def build_loop(config: Config, run: RunDir, data: RunData, device: torch.device, recorder: RunRecorder | None,
                dist: Dist = SINGLE) -> Loop:
     if config.run.kind == "supervised":
         classes = int(training_classes(data.train.pids).max()) + 1
-        return SupervisedLoop(config, run, data, device, session, dist, num_classes=classes)
-    return UnsupervisedLoop(config, run, data, device, session, dist)
+        return SupervisedLoop(config, run, data, device, recorder, dist, num_classes=classes)
+    return UnsupervisedLoop(config, run, data, device, recorder, dist)
 
 
-def decoding_progress(session: RunSession | None):
+def decoding_progress(recorder: RunRecorder | None):
     """Image decoding shown on the console (not written to events: `start` stays the first event)."""
-    if session is None:
+    if recorder is None:
         return None
-    session.log.info("loading data")
+    recorder.log.info("loading data")
     last: dict[str, int] = {}
 
     def report(split: str, done: int, total: int) -> None:
         step = max(1, total // 20)
         if done == total or done - last.get(split, -step) >= step:
             last[split] = done
-            session.show(Loading(split=split, done=done, total=total))
+            recorder.show(Loading(split=split, done=done, total=total))
 
     return report
 
 
-def record_failure(session: RunSession, exc: BaseException) -> RunFailed:
+def record_failure(recorder: RunRecorder, exc: BaseException) -> RunFailed:
     """Write the failure event and status (unless the loop already did, and as far as a full disk
     allows) and return the one-line error for the user."""
     if isinstance(exc, RunFailed):
         return exc
-    if out_of_space(exc, session.run.path):
-        message = f"no space left on device at {session.run.path}; free some space; {resume_note(session.run)}"
+    if out_of_space(exc, recorder.run.path):
+        message = f"no space left on device at {recorder.run.path}; free some space; {resume_note(recorder.run)}"
     elif isinstance(exc, EndedBySignal):
-        message = f"the process received {exc}, which ends it; {resume_note(session.run)}"
+        message = f"the process received {exc}, which ends it; {resume_note(recorder.run)}"
     elif isinstance(exc, OaecmlrError):
         message = str(exc)
     else:  # unexpected: keep the traceback in the log, one line for the user
-        session.log.error("unexpected error\n%s", traceback.format_exc())
-        message = f"{type(exc).__name__}: {exc} (traceback in {session.run.log})"
-    for write in (lambda: session.emit(Failure(error=message)), lambda: session.set_status("failed", error=message)):
+        recorder.log.error("unexpected error\n%s", traceback.format_exc())
+        message = f"{type(exc).__name__}: {exc} (traceback in {recorder.run.log})"
+    for write in (lambda: recorder.emit(Failure(error=message)), lambda: recorder.set_status("failed", error=message)):
         try:
             write()
         except OSError:
