@@ -33,8 +33,9 @@ from oaecmlr.engine.checkpoint import (
 from oaecmlr.engine.devices import fast_bf16, gpu_identity, resolve_device
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.evaluate import evaluate
-from oaecmlr.engine.features import autocast, extract_features
+from oaecmlr.engine.features import autocast
 from oaecmlr.engine.health import Watch, gradient_norm, parameter_norm
+from oaecmlr.engine.inference import Extraction
 from oaecmlr.engine.provenance import provenance
 from oaecmlr.engine.recorder import RunRecorder
 from oaecmlr.engine.rundata import RunData
@@ -109,7 +110,7 @@ class Loop:
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
         self.amp = cfg.train.amp and fast_bf16(device)
-        self.amp_extract = cfg.train.amp_extract and fast_bf16(device)
+        self.extraction = Extraction.of(cfg, device)  # as `oaecmlr eval` extracts
         per_rank = cfg.data.num_ids // dist.world_size * cfg.data.num_instances
         try:
             self.bn_plan = plan_batchnorm(cfg.train.bn_group, per_rank * dist.world_size, dist.world_size)
@@ -269,8 +270,8 @@ class Loop:
         bounds = [min(n, batch * (batches * r // world)) for r in range(world + 1)]
         counts = [bounds[r + 1] - bounds[r] for r in range(world)]
         start = bounds[self.dist.rank]
-        local = extract_features(self.core, images, self.out_size, batch, self.device, self.amp_extract,
-                                 self.channels_last, rows=range(start, start + counts[self.dist.rank]))
+        local = self.extraction.features(self.core, images, self.device,
+                                         rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
 
     def evaluate(self, epoch: int) -> dict:
