@@ -85,7 +85,9 @@ def test_same_seed_same_numbers(finished_run, tmp_path):
     assert evaluations(events_of(again.path)) == evaluations(events_of(run.path))
 
 
-def test_graceful_stop_mid_epoch_then_resume_matches_uninterrupted(finished_run, tmp_path):
+@pytest.mark.parametrize("written_before_the_rename", [False, True])
+def test_graceful_stop_mid_epoch_then_resume_matches_uninterrupted(finished_run, tmp_path, written_before_the_rename):
+    """Also from a checkpoint written before the key `epoch_labels` was named so (it was `phase`)."""
     _, reference = finished_run
 
     def stop_in_epoch_two(event):
@@ -96,7 +98,11 @@ def test_graceful_stop_mid_epoch_then_resume_matches_uninterrupted(finished_run,
     events = events_of(run.path)
     assert events[-1]["event"] == "stopped" and events[-1]["epoch"] == 2 and events[-1]["iteration"] == 1
     assert run.read_status()["state"] == "stopped"
-    assert load_checkpoint(run.last)["phase"]["iteration"] == 1
+    assert load_checkpoint(run.last)["epoch_labels"]["iteration"] == 1
+    if written_before_the_rename:
+        state = load_checkpoint(run.last)
+        state["phase"] = state.pop("epoch_labels")
+        torch.save(state, run.last)
 
     resume_run("stopped", str(tmp_path))
     events = events_of(run.path)

@@ -133,8 +133,8 @@ def test_sigterm_checkpoints_and_stops_then_resume_matches(tmp_path, uninterrupt
     events = events_of(tmp_path / "termed")
     assert events[-1]["event"] == "stopped" and events[-1]["reason"] == "SIGTERM"
     assert json.loads((tmp_path / "termed" / "status.json").read_text())["state"] == "stopped"
-    phase = load_checkpoint(tmp_path / "termed" / "last.pt")["phase"]
-    assert phase["epoch"] == 2 and phase["iteration"] >= 2
+    labels = load_checkpoint(tmp_path / "termed" / "last.pt")["epoch_labels"]
+    assert labels["epoch"] == 2 and labels["iteration"] >= 2
 
     assert cli("resume", "termed", "--runs-dir", str(tmp_path)).returncode == 0
     events = events_of(tmp_path / "termed")

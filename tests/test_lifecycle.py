@@ -400,7 +400,7 @@ def test_ctrl_c_is_acknowledged_at_once_stops_within_an_iteration_and_exits_130(
     if stopped["iteration"] > 0:  # not in the moment between the clustering and the first iteration
         partial = events[-2]  # the loss of the iterations since the last iteration event
         assert partial["event"] == "iter" and partial["iteration"] == stopped["iteration"]
-    assert load_checkpoint(folder / "last.pt")["phase"]["iteration"] == stopped["iteration"]
+    assert load_checkpoint(folder / "last.pt")["epoch_labels"]["iteration"] == stopped["iteration"]
     lines = err.splitlines()
     ack = lines.index("stopping after this iteration; Ctrl-C again to stop now")
     where = f"epoch 1 iteration {stopped['iteration']}" if stopped["iteration"] else "epoch 1"

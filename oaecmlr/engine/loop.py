@@ -419,7 +419,7 @@ class Loop:
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                      rng=rng_state(self.augment_generator), best=self.best,
                      events_offset=self.recorder.events.offset() if self.recorder else 0,
-                     phase=None if labels is None else labels.state(), **self.extra_state())
+                     epoch_labels=None if labels is None else labels.state(), **self.extra_state())
         atomic_save(state, self.run.last)
 
     def restore(self) -> tuple[EpochLabels | None, int]:
@@ -432,7 +432,8 @@ class Loop:
         self.load_extra_state(state)
         restore_rng(state["rng"], self.augment_generator)
         self.best = state.get("best")
-        labels = EpochLabels.from_state(state["phase"]) if state.get("phase") else None
+        saved = state.get("epoch_labels", state.get("phase"))  # "phase": checkpoints written before the rename
+        labels = EpochLabels.from_state(saved) if saved else None
         if self.recorder is not None:
             discarded = self.recorder.truncate_events(state["events_offset"])
             self.recorder.set_status("running", resumed=time.time())
