@@ -4,7 +4,6 @@ one process normalising consecutive chunks of the global batch (DataParallel's r
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
 import pytest
@@ -15,6 +14,7 @@ from torch import nn
 
 from oaecmlr.config import BatchNormPlan, plan_batchnorm
 from oaecmlr.engine.batchnorm import GroupBatchNorm, apply_plan, sync_running_stats
+from oaecmlr.engine.distributed import free_port
 
 EPS, MOMENTUM = 1e-5, 0.1
 
@@ -118,12 +118,6 @@ def test_local_plan_keeps_the_state_dict_and_bn_group_zero_changes_nothing():
 CASES = [(8, "first"), (16, "mean"), (8, "mean"), (32, "first")]  # (bn_group, running) at a global batch of 32
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, x, dy, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     tdist.init_process_group("gloo", rank=rank, world_size=world)
@@ -172,7 +166,7 @@ def test_any_number_of_workers_gives_the_single_process_ghost_batchnorm(world):
     x, dy = torch.randn(32, 3, 6, 4) * 2 + 0.5, torch.randn(32, 5)
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _port()
+    port = free_port()
     workers = [context.Process(target=_worker, args=(r, world, port, x, dy, queue)) for r in range(world)]
     for w in workers:
         w.start()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,9 @@ from enginefixtures import cli, events_of, tiny_config, tiny_sets
 
 from oaecmlr.config import plan_batchnorm
 from oaecmlr.engine.batchnorm import apply_plan
-from oaecmlr.engine.distributed import Dist
+from oaecmlr.engine.distributed import Dist, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bn_worker(rank, world, port, x, dy, queue):
@@ -61,7 +54,7 @@ def test_global_batchnorm_equals_batchnorm_over_the_whole_batch():
     (out * dy).sum().backward()
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _port()
+    port = free_port()
     workers = [context.Process(target=_bn_worker, args=(r, 2, port, x, dy, queue)) for r in range(2)]
     for w in workers:
         w.start()
@@ -125,7 +118,7 @@ def test_epoch_one_pseudo_labels_equal_single_process(tmp_path):
     expected = single.epoch_labels(1).labels
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _port()
+    port = free_port()
     workers = [context.Process(target=_labels_worker, args=(r, 2, port, tmp_path, queue)) for r in range(2)]
     for w in workers:
         w.start()
@@ -178,7 +171,7 @@ def test_distributed_path_at_world_size_one_computes_the_plain_gradients(tmp_pat
     plain = _one_step(build_loop(config, RunDir(tmp_path), load_run_data(config.data), torch.device("cpu"), None))
     context = mp.get_context("spawn")
     queue = context.Queue()
-    worker = context.Process(target=_forced_worker, args=(_port(), tmp_path, queue))
+    worker = context.Process(target=_forced_worker, args=(free_port(), tmp_path, queue))
     worker.start()
     kinds, forced, seen = queue.get(timeout=180)
     worker.join(timeout=30)
@@ -288,7 +281,7 @@ def test_every_rank_holds_rank_0s_memory_and_proxies_bit_for_bit():
     would hold slightly different ones (simulated here by rank 1's features differing by 1e-6)."""
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _port()
+    port = free_port()
     workers = [context.Process(target=_memories_worker, args=(r, 2, port, queue)) for r in range(2)]
     for w in workers:
         w.start()

@@ -17,12 +17,9 @@ from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.compare import compare, run_record
 from oaecmlr.store.runs import RunDir
 
+from .fmt import percent
 from .messages import ActionResult, ComparisonReady
 from .plot import Plot, Series
-
-
-def percent(value: float) -> str:
-    return f"{value:.0f}"
 
 
 class CompareScreen(Screen):
