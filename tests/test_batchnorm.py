@@ -102,12 +102,12 @@ def small_model() -> nn.Module:
 def test_local_plan_keeps_the_state_dict_and_bn_group_zero_changes_nothing():
     model = small_model()
     keys = list(model.state_dict())
-    apply_plan(model, plan_batchnorm(8, 32, 1), 1, 0, cuda=False)
+    apply_plan(model, plan_batchnorm(8, 32, 1), world_size=1, rank=0, cuda=False)
     assert [type(m).__name__ for m in model if "Norm" in type(m).__name__] == ["GroupBatchNorm", "GroupBatchNorm"]
     assert list(model.state_dict()) == keys
     small_model().load_state_dict(model.state_dict())  # loads into a plain model
     plain, untouched = small_model(), small_model()
-    apply_plan(untouched, plan_batchnorm(0, 32, 1), 1, 0, cuda=False)
+    apply_plan(untouched, plan_batchnorm(0, 32, 1), world_size=1, rank=0, cuda=False)
     assert [type(m) for m in untouched] == [type(m) for m in plain]
     x = torch.randn(32, 3, 6, 4)
     assert torch.equal(untouched(x), plain(x))
@@ -127,7 +127,7 @@ def _worker(rank, world, port, x, dy, queue):
     for group, running in CASES:
         model = small_model()
         plan = plan_batchnorm(group, x.shape[0], world)
-        apply_plan(model, plan, world, rank, cuda=False, running=running, distributed=True)
+        apply_plan(model, plan, world_size=world, rank=rank, cuda=False, running=running, distributed=True)
         with warnings.catch_warnings():  # broadcast_buffers=False is what keeps rank-local statistics
             warnings.simplefilter("ignore", FutureWarning)
             ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=plan.mode == "whole")

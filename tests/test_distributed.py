@@ -34,7 +34,8 @@ def _bn_worker(rank, world, port, x, dy, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     tdist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    bn = apply_plan(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), plan_batchnorm(0, x.shape[0], world), world, rank, cuda=False)
+    bn = apply_plan(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), plan_batchnorm(0, x.shape[0], world), world_size=world, rank=rank,
+                    cuda=False)
     half = x.shape[0] // world
     xs = x[rank * half:(rank + 1) * half].clone().requires_grad_(True)
     out = bn(xs)

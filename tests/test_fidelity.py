@@ -71,8 +71,11 @@ def test_features_are_extracted_in_float32_even_when_training_uses_bf16(tmp_path
     loop = build_loop(config, RunDir(tmp_path), data, torch.device("cpu"), None)
     assert loop.amp and not loop.extraction.amp
     size = (config.data.height, config.data.width)
-    float32 = extract_features(loop.core, data.query.images, size, config.data.eval_batch, torch.device("cpu"), amp=False)
-    bf16 = extract_features(loop.core, data.query.images, size, config.data.eval_batch, torch.device("cpu"), amp=True)
+    cpu = torch.device("cpu")
+    float32 = extract_features(loop.core, data.query.images, out_size=size, batch_size=config.data.eval_batch,
+                               device=cpu, amp=False)
+    bf16 = extract_features(loop.core, data.query.images, out_size=size, batch_size=config.data.eval_batch,
+                            device=cpu, amp=True)
     assert torch.equal(loop.extract(data.query.images), float32)
     assert not torch.equal(float32, bf16)  # the setting is not moot: bf16 features differ
 

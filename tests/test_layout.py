@@ -3,7 +3,9 @@
 - the core needs only torch, numpy and scipy; config, store, the CLI's start-up and the dashboard
   need no torch (checked in fresh interpreters);
 - the names config checks (architectures, kNN backends, datasets, ...) are the implementations' own;
-- a core module is a module: `import oaecmlr.core.oae as m` gives the module, not the function.
+- a core module is a module: `import oaecmlr.core.oae as m` gives the module, not the function;
+- the hyper-parameters of the core's public functions, the memories, `extract_features` and
+  `apply_plan` are keyword-only.
 """
 
 from __future__ import annotations
@@ -216,3 +218,20 @@ def test_the_watching_commands_run_without_torch(tmp_path):
     tui = importlib.util.find_spec("textual") is not None
     statement = WATCHING.format(tests=str(ROOT / "tests"), root=str(tmp_path), tui=tui)
     assert loaded_after(statement, ["torch", "numpy", "scipy", "pydantic"]) == []
+
+
+KEYWORD_ONLY = [("oaecmlr.core.oae", "oae"), ("oaecmlr.core.cmlr", "cmlr"),
+                ("oaecmlr.core.pseudo_labelling", "pseudo_labels"), ("oaecmlr.core.memory", "ClusterMemory"),
+                ("oaecmlr.core.camera_memory", "CameraProxyMemory"), ("oaecmlr.engine.features", "extract_features"),
+                ("oaecmlr.engine.batchnorm", "apply_plan")]
+
+
+@pytest.mark.parametrize("module, name", KEYWORD_ONLY)
+def test_hyper_parameters_are_keyword_only(module, name):
+    """Every parameter with a default is keyword-only: two adjacent numbers cannot be swapped silently."""
+    import inspect
+
+    function = getattr(importlib.import_module(module), name)
+    parameters = inspect.signature(function).parameters.values()
+    positional = [p.name for p in parameters if p.default is not p.empty and p.kind is not p.KEYWORD_ONLY]
+    assert not positional, f"{module}.{name}: {positional} can be passed by position"

@@ -49,8 +49,8 @@ class Extraction:
     def features(self, model: torch.nn.Module, images: torch.Tensor, device: torch.device,
                  rows: range | None = None) -> torch.Tensor:
         """L2-normalised float32 features of `images[rows]` (all rows by default), on `device`."""
-        return extract_features(model, images, self.out_size, self.batch_size, device, amp=self.amp,
-                                channels_last=self.channels_last, rows=rows)
+        return extract_features(model, images, out_size=self.out_size, batch_size=self.batch_size, device=device,
+                                amp=self.amp, channels_last=self.channels_last, rows=rows)
 
 
 def run_model(run: RunDir, config: Config, which: str) -> tuple[torch.nn.Module, int | None]:

@@ -232,8 +232,8 @@ class Loop:
         Outside whole-batch BatchNorm each worker keeps its own running statistics until
         `sync_batchnorm` (so DDP does not broadcast buffers)."""
         cuda = self.device.type == "cuda"
-        apply_plan(model, self.bn_plan, self.dist.world_size, self.dist.rank, cuda, self.config.train.bn_running,
-                   distributed=self.dist.active)
+        apply_plan(model, self.bn_plan, world_size=self.dist.world_size, rank=self.dist.rank, cuda=cuda,
+                   running=self.config.train.bn_running, distributed=self.dist.active)
         if not self.dist.active:
             return self.train_module()
         return DistributedDataParallel(self.train_module(), device_ids=[self.device.index] if cuda else None,
