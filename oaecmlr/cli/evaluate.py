@@ -168,8 +168,8 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str | None = None,
     pick_device(device)  # a wrong --device says so before the checkpoint and the data are read
     target = open_target(name, runs_dir, checkpoint, options)
     dev, data, extract = prepare(target, device)
-    metrics = evaluate(extract, data.query, data.gallery, rerank, say=say)
-    result = {**target.describe(), **target.extra, "device": str(dev), **metrics}
+    scored = evaluate(extract, data.query, data.gallery, rerank, say=say)
+    result = {**target.describe(), **target.extra, "device": str(dev), **scored.to_dict()}
     if visrank:
         result["visrank"] = _visrank(extract, data, rerank, visrank, num)
     return result

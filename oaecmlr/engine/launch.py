@@ -28,6 +28,7 @@ from oaecmlr.engine.recorder import Listener
 from oaecmlr.engine.rundata import load_splits
 from oaecmlr.engine.train_process import train_process
 from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
+from oaecmlr.store.metrics import Best
 from oaecmlr.store.processes import identity
 from oaecmlr.store.runs import (
     RunDir,
@@ -166,7 +167,7 @@ def checked_run_config(run: RunDir) -> Config:
     return config
 
 
-def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:
+def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> Best | None:
     """Train in this process, or supervise one worker per `--gpus` entry."""
     devices = parse_gpus(config.run.gpus)
     if len(devices) > 1:

@@ -41,6 +41,7 @@ from oaecmlr.engine.recorder import RunRecorder
 from oaecmlr.engine.rundata import RunData
 from oaecmlr.errors import ConfigError, RunFailed, StopRequested
 from oaecmlr.models import build_model
+from oaecmlr.store.metrics import Best, Evaluation
 from oaecmlr.store.runs import RunDir
 from oaecmlr.store.schema import (
     End,
@@ -130,7 +131,7 @@ class Loop:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.optim.step_size, cfg.optim.gamma)
         self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
-        self.best: dict | None = None
+        self.best: Best | None = None
         self.epoch_in_progress: int | None = None
         self.watch = Watch()
         self._epoch_start = time.perf_counter()
@@ -165,7 +166,7 @@ class Loop:
         """Restore what `extra_state` saved."""
 
     # the run ------------------------------------------------------------------------------------------
-    def run_loop(self, resume: bool) -> dict | None:
+    def run_loop(self, resume: bool) -> Best | None:
         cfg = self.config
         labels, first_epoch = self.begin(resume)
         for epoch in range(first_epoch, cfg.run.epochs + 1):
@@ -188,7 +189,7 @@ class Loop:
             labels = None
             if epoch < cfg.run.epochs:
                 self.stop_if_requested(None, 0, next_epoch=epoch + 1)
-        self.emit(End(status="finished", best=self.best))
+        self.emit(End(status="finished", best=None if self.best is None else self.best.to_dict()))
         if self.recorder:
             self.recorder.set_status("finished")
         return self.best
@@ -274,15 +275,16 @@ class Loop:
                                          rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
 
-    def evaluate(self, epoch: int) -> dict:
-        metrics = evaluate(self.extract, self.data.query, self.data.gallery, main=self.dist.is_main)
-        if not self.dist.is_main:
-            return {}
-        self.emit(Eval(epoch=epoch, **metrics))
-        if epoch > 0 and (self.best is None or metrics["mAP"] > self.best["mAP"]):
-            self.best = {"epoch": epoch, **{k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}}
-            atomic_save(self.model_checkpoint(epoch, metrics), self.run.best)
-        return metrics
+    def evaluate(self, epoch: int) -> Evaluation | None:
+        """Score the model after `epoch` (on rank 0; None on the others), and keep best.pt."""
+        result = evaluate(self.extract, self.data.query, self.data.gallery, main=self.dist.is_main)
+        if result is None:
+            return None
+        self.emit(Eval(epoch=epoch, **result.to_dict()))
+        if epoch > 0 and (self.best is None or result.metrics.mAP > self.best.metrics.mAP):
+            self.best = Best(epoch=epoch, metrics=result.metrics)
+            atomic_save(self.model_checkpoint(epoch, result.to_dict()), self.run.best)
+        return result
 
     # iterations ------------------------------------------------------------------------------------------
     def augment(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -417,7 +419,7 @@ class Loop:
             return
         state = self.model_checkpoint(completed_epoch)
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                     rng=rng_state(self.augment_generator), best=self.best,
+                     rng=rng_state(self.augment_generator), best=None if self.best is None else self.best.to_dict(),
                      events_offset=self.recorder.events.offset() if self.recorder else 0,
                      epoch_labels=None if labels is None else labels.state(), **self.extra_state())
         atomic_save(state, self.run.last)
@@ -431,7 +433,7 @@ class Loop:
         self.scheduler.load_state_dict(state["scheduler"])
         self.load_extra_state(state)
         restore_rng(state["rng"], self.augment_generator)
-        self.best = state.get("best")
+        self.best = Best.from_dict(state.get("best"))
         saved = state.get("epoch_labels", state.get("phase"))  # "phase": checkpoints written before the rename
         labels = EpochLabels.from_state(saved) if saved else None
         if self.recorder is not None:

@@ -24,12 +24,13 @@ from oaecmlr.engine.rundata import RunData, load_run_data
 from oaecmlr.engine.supervised import SupervisedLoop, training_classes
 from oaecmlr.engine.usl import UnsupervisedLoop
 from oaecmlr.errors import EndedBySignal, OaecmlrError, RunFailed, StopNow, StopRequested
+from oaecmlr.store.metrics import Best
 from oaecmlr.store.runs import RunDir
 from oaecmlr.store.schema import Failure, Loading, Stopped
 
 
 def train_process(run: RunDir, config: Config, dist: Dist, device: torch.device, resume: bool,
-                  listener: Listener | None = None) -> dict | None:
+                  listener: Listener | None = None) -> Best | None:
     """Train (or resume) `run` in this process; returns the best evaluation, None after a stop.
 
     Failures: rank 0 writes the failure event and status and raises RunFailed with the one-line
