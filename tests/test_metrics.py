@@ -17,7 +17,7 @@ def test_an_evaluation_fills_the_eval_event_field_for_field():
     assert set(scored.to_dict()) == eval_fields
     event = Eval(epoch=2, **scored.to_dict())
     assert parse_event(to_record(event)) == event
-    assert Metrics.from_dict(to_record(event)) == METRICS
+    assert Metrics.from_dict(to_record(event)) == METRICS == event.metrics
 
 
 def test_best_reads_and_writes_the_layout_of_old_checkpoints_and_end_events():

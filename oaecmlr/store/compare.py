@@ -9,11 +9,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from oaecmlr.store.metrics import SCORES, Best
 from oaecmlr.store.ondisk import silent
 from oaecmlr.store.runs import RunDir, summarize_run
 from oaecmlr.store.summary import RunSummary
 
-METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+METRICS = SCORES
 # Settings that make numbers incomparable when they differ (besides the dataset itself).
 COMPARABILITY = {
     "data.dataset": "dataset",
@@ -81,7 +82,7 @@ def compare(records: list[RunRecord]) -> dict[str, Any]:
 
 
 def _metrics(evaluation) -> dict | None:
-    return None if evaluation is None else {"epoch": evaluation.epoch, **{m: getattr(evaluation, m) for m in METRICS}}
+    return None if evaluation is None else Best(epoch=evaluation.epoch, metrics=evaluation.metrics).to_dict()
 
 
 def _run_row(s: RunSummary) -> dict[str, Any]:
