@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from enginefixtures import cli, events_of
 
-SHARED = Path(os.environ.get("OAECMLR_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("OAECMLR_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 DATA = SHARED / "data" / "cuhk03-market"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
 
 pytestmark = [
-    pytest.mark.realdata,
     pytest.mark.skipif(not (DATA / "bounding_box_train").is_dir() or not WEIGHTS.is_file(),
                        reason=f"real data not found at {DATA} / {WEIGHTS} (set OAECMLR_SHARED)"),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,7 +13,6 @@ from oaecmlr.cli.app import app, main
 from oaecmlr.cli.datacheck import check_dataset, data_check_command
 
 runner = CliRunner()
-REAL_CUHK03 = Path(__file__).resolve().parents[2] / "shared/data/cuhk03-market"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
@@ -134,16 +132,3 @@ def test_a_broken_layout_is_one_line(market, monkeypatch, capsys):
 def test_synthetic_needs_no_files():
     result = check("synthetic", "--decode")
     assert result.exit_code == 0 and "no image files to decode" in result.stdout
-
-
-@pytest.mark.realdata
-@pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")
-def test_real_cuhk03_is_reported_as_a_subset():
-    data = json.loads(check("cuhk03", "--data-root", REAL_CUHK03, "-f", "json").stdout)
-    assert data["warnings"] == [] and data["variant"] == "labeled"
-    assert len(data["notes"]) == 1 and "is a subset of CUHK03-NP labeled" in data["notes"][0]
-    assert {s: (v["images"], v["ids"]) for s, v in data["splits"].items()} == {
-        "train": (7239, 743), "query": (451, 100), "gallery": (487, 100)}
-    assert data["splits"]["train"]["standard_images"] == 7368
-    table = check("cuhk03", "--data-root", REAL_CUHK03).stdout
-    assert "note: cuhk03:" in table and "warning:" not in table

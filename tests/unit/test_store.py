@@ -184,7 +184,7 @@ def test_a_running_run_whose_process_is_gone_is_stale(tmp_path):
 def test_request_stop_signals_a_live_run_and_refuses_a_finished_one(tmp_path):
     run = run_dir("live", tmp_path)
     run.path.mkdir()
-    process = stand_in_process(run.path)  # the run's own process (tests/test_lifecycle.py: no other)
+    process = stand_in_process(run.path)  # the run's own process (tests/unit/test_lifecycle.py: no other)
     try:
         assert "SIGTERM" in request_stop(run)
         assert run.stop_request.exists()

@@ -62,7 +62,7 @@ def test_presets_are_package_data():
     files = sorted(p.name for p in resources.files("oaecmlr.presets").iterdir() if p.name.endswith(".toml"))
     assert [f.removesuffix(".toml") for f in files] == available_presets()
     assert {"demo", "cuhk03", "market", "msmt17"} <= set(available_presets())
-    project = read_toml(Path(__file__).resolve().parents[1] / "pyproject.toml")
+    project = read_toml(Path(__file__).resolve().parents[2] / "pyproject.toml")
     assert "oaecmlr.presets" in project["tool"]["setuptools"]["packages"]
     assert "*.toml" in project["tool"]["setuptools"]["package-data"]["oaecmlr.presets"]
 

@@ -6,8 +6,6 @@ import pytest
 from enginefixtures import cli, tiny_sets
 from PIL import Image
 
-pytestmark = pytest.mark.e2e
-
 
 def assert_one_line_error(result, *needles: str) -> str:
     assert result.returncode == 1, (result.stdout, result.stderr)

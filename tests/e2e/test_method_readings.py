@@ -14,8 +14,6 @@ from oaecmlr.engine.checkpoint import load_checkpoint
 from oaecmlr.engine.launch import resume_run, start_run
 from oaecmlr.store.schema import Iter
 
-pytestmark = pytest.mark.e2e
-
 DIAGNOSTICS = ("oae_pairwise_precision", "oae_precision", "oae_ceiling", "oae_same_camera", "oae_assigned_share",
                "cmlr_mass_clean", "cmlr_mass_mislabelled", "cmlr_auroc", "cmlr_kl", "cmlr_mislabelled")
 

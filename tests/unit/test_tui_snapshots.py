@@ -3,7 +3,7 @@ screen wide enough for the note column, and the stop question.
 
 Times are fixed (start times, UTC), the runs folder is relative and the GPU and CPU/RAM probes are
 stubs, so the pictures do not depend on the clock or the machine. Update with
-`pytest tests/test_tui_snapshots.py --snapshot-update`.
+`pytest tests/unit/test_tui_snapshots.py --snapshot-update`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from oaecmlr.models import ARCHS, GeM, ReIDModel, TrainOutput, build_model
 from oaecmlr.models.resnet import resnet18
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 MOBILENET_WEIGHTS = SHARED / "weights/mobilenet_v2_imagenet.pth"
 IMAGES = SHARED / "data/cuhk03-market/bounding_box_train"
 needs_weights = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason=f"{MOBILENET_WEIGHTS} absent")

@@ -12,8 +12,6 @@ from oaecmlr.engine.checkpoint import load_checkpoint
 from oaecmlr.engine.launch import resume_run, start_run
 from oaecmlr.store.schema import Iter
 
-pytestmark = pytest.mark.e2e
-
 CAMERA = ["cluster.camera_jaccard=true", "cluster.k1_intra=3", "cluster.k1_inter=5", "cluster.k2_intra=1",
           "cluster.k2_inter=2", "cluster.camera_norm=mean", "memory.camera_proxies=true", "memory.camera_negatives=5"]
 

@@ -20,8 +20,6 @@ from oaecmlr.engine.checkpoint import atomic_save, load_checkpoint
 from oaecmlr.engine.launch import resume_run, start_run
 from oaecmlr.errors import CheckpointError, RunFailed
 
-pytestmark = pytest.mark.e2e
-
 LONGER = ["--set", "run.epochs=3", "--set", "run.iterations=12"]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"oaecmlr": ROOT / "oaecmlr", "oaecmlr_tui": ROOT / "tui"}
 STDLIB = set(sys.stdlib_module_names)
 
@@ -235,3 +235,12 @@ def test_hyper_parameters_are_keyword_only(module, name):
     parameters = inspect.signature(function).parameters.values()
     positional = [p.name for p in parameters if p.default is not p.empty and p.kind is not p.KEYWORD_ONLY]
     assert not positional, f"{module}.{name}: {positional} can be passed by position"
+
+
+def test_every_test_lives_in_a_tier_folder_that_marks_it():
+    """tests/unit, tests/e2e, tests/realdata: the folder is the tier (tests/tiers.py)."""
+    from tiers import TIERS
+
+    assert sorted(p.name for p in (ROOT / "tests").glob("test_*.py")) == []
+    for tier in TIERS:
+        assert f'marks_its_folder("{tier}", __file__)' in (ROOT / "tests" / tier / "conftest.py").read_text()

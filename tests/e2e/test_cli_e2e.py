@@ -17,7 +17,6 @@ from oaecmlr.cli.app import app
 from oaecmlr.store.events import read_events as read_typed
 from oaecmlr.store.schema import to_record
 
-pytestmark = pytest.mark.e2e
 runner = CliRunner()
 TINY = ["run.iterations=2", "data.synthetic_ids=20", "data.synthetic_test_ids=10", "data.height=32",
         "data.width=16", "cluster.k1=5", "cluster.min_samples=2"]

@@ -16,8 +16,6 @@ from oaecmlr.errors import RunFailed
 from oaecmlr.store.events import SCHEMA_VERSION
 from oaecmlr.store.schema import Iter, Loading
 
-pytestmark = pytest.mark.e2e
-
 
 def evaluations(events):
     return [(e["epoch"], e["mAP"], e["rank1"]) for e in events if e["event"] == "eval"]

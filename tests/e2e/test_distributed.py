@@ -27,8 +27,6 @@ from oaecmlr.config import plan_batchnorm
 from oaecmlr.engine.batchnorm import apply_plan
 from oaecmlr.engine.distributed import Dist, free_port
 
-pytestmark = pytest.mark.e2e
-
 
 def _bn_worker(rank, world, port, x, dy, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
