@@ -28,3 +28,24 @@ def test_best_reads_and_writes_the_layout_of_old_checkpoints_and_end_events():
     assert Best.from_dict(None) is None
     end = End(best=best.to_dict())
     assert Best.from_dict(parse_event(to_record(end)).best) == best
+
+
+def test_a_comparison_is_typed_and_its_json_keeps_the_layout_compare_always_printed(tmp_path):
+    from runfixtures import make_run
+
+    from oaecmlr.store.compare import compare, run_record
+    from oaecmlr.store.runs import RunDir
+
+    make_run(tmp_path, "a", base_map=0.10)
+    make_run(tmp_path, "b", state="running", epochs=4, base_map=0.12)
+    comparison = compare([run_record(RunDir(tmp_path / name)) for name in ("a", "b")])
+    first = comparison.runs[0]
+    summary = run_record(RunDir(tmp_path / "a")).summary
+    assert first.best == Best(epoch=summary.best.epoch, metrics=summary.best.metrics)
+    assert first.final == Best(epoch=summary.final.epoch, metrics=summary.final.metrics)
+    plain = comparison.to_json()
+    assert list(plain) == ["runs", "deltas", "clusters", "config_diff", "warnings", "seed_groups"]
+    assert list(plain["runs"][0]) == ["name", "status", "dataset", "epoch", "epochs", "best", "final", "time_to_best_s",
+                                      "elapsed_s", "world_size", "global_batch", "provenance", "last_clusters"]
+    assert plain["runs"][0]["best"] == {"epoch": summary.best.epoch, **{k: getattr(summary.best, k) for k in
+                                                                         ("mAP", "rank1", "rank5", "rank10", "mINP")}}
