@@ -10,7 +10,7 @@ test:
 
 # Fast unit tests only.
 unit:
-    python -m pytest -q -m "not e2e and not realdata"
+    python -m pytest -q tests/unit
 
 # Benchmarks print their figures and ratios to a baseline measured in the same run.
 bench:

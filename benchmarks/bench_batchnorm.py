@@ -38,7 +38,7 @@ def measure(arch: str, size: tuple[int, int], batch: int, group: int, repeats: i
     models = {}
     for name, bn_group in (("whole batch", 0), (f"groups of {group}", group)):
         model = build_model(arch, pooling="avg").to(device).train()
-        apply_plan(model, plan_batchnorm(bn_group, batch, 1), 1, 0, cuda=device.type == "cuda")
+        apply_plan(model, plan_batchnorm(bn_group, batch, 1), world_size=1, rank=0, cuda=device.type == "cuda")
         models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-5))
     x = torch.randn(batch, 3, *size, device=device)
     times = {name: [] for name in models}

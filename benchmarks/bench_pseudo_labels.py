@@ -56,11 +56,15 @@ def measure(kind: str, n: int, dim: int, device: str) -> dict:
         stages = {k: round(v, 3) for k, v in result.timings.items()}
         clusters, outliers, backend = result.num_clusters, result.num_outliers, result.knn_backend
     else:
-        sys.path.insert(0, str(HERE))
-        from reference_jaccard import dense_jaccard
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        import numpy as np
+        from oracles import dense_jaccard  # the tests' oracle, in float32 as the widely copied code
         from sklearn.cluster import DBSCAN
 
-        dist = dense_jaccard(features.cpu())
+        from oaecmlr.core.knn import knn
+
+        ranked = knn(features.cpu(), 30).index.numpy()  # as that code takes faiss's ranked lists
+        dist = dense_jaccard(features.cpu().numpy(), 30, 6, dtype=np.float32, ranked=ranked)
         mid = time.perf_counter()
         labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(dist)
         stages = {"jaccard": round(mid - start, 3), "dbscan": round(time.perf_counter() - mid, 3)}

@@ -1,6 +1,6 @@
 """What looking for a stop request after every iteration costs (issue 25, item 4: stop within one
 iteration, not at the next log interval): one process pays a stat of the STOP file
-(`RunSession.stop_reason`); CPU workers also pay an all-reduce of one flag (`Dist.any`, gloo). Set
+(`RunRecorder.stop_reason`); CPU workers also pay an all-reduce of one flag (`Dist.any`, gloo). Set
 beside one training step of the demo (ResNet-18, 64x32, batch 64), the cheapest iteration there is.
 
     python benchmarks/bench_stop_check.py [--repeats 2000]
@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from oaecmlr.engine.distributed import Dist, free_port, init_group, leave_group
-from oaecmlr.engine.session import RunSession
+from oaecmlr.engine.recorder import RunRecorder
 from oaecmlr.models import build_model
 from oaecmlr.store.runs import RunDir
 
@@ -33,11 +33,11 @@ def per_call(fn, repeats: int) -> float:
 
 def stop_file_check(repeats: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        session = RunSession(RunDir(Path(folder)))
+        recorder = RunRecorder(RunDir(Path(folder)))
         try:
-            return per_call(session.stop_reason, repeats)
+            return per_call(recorder.stop_reason, repeats)
         finally:
-            session.close()
+            recorder.close()
 
 
 def _all_reduce_worker(rank: int, port: int, repeats: int, out) -> None:

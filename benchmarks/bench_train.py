@@ -211,10 +211,10 @@ def main() -> None:
               "projected_50x400_min": round(projected / 60, 1)}
     result["image_cache"] = data.stats["image_cache"]
     if args.msmt:
-        metrics = evaluate(loop.extract, data.query, data.gallery)
-        result["evaluate_s"] = metrics["seconds"]
-        print(f"evaluate() of {metrics['num_query']} queries x {metrics['num_gallery']} gallery images: "
-              f"{metrics['seconds']:.1f} s (extraction, distances, ranking)")
+        scored = evaluate(loop.extract, data.query, data.gallery)
+        result["evaluate_s"] = scored.seconds
+        print(f"evaluate() of {scored.num_query} queries x {scored.num_gallery} gallery images: "
+              f"{scored.seconds:.1f} s (extraction, distances, ranking)")
     if device.type == "cuda":
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         result["peak_gpu_reserved_gb"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)

@@ -10,8 +10,9 @@ in $OUT/results.jsonl (2 files: the device tool returns at most 8).
 
 The dry run prints each step's command and cap, and checks what can be checked without a GPU:
 the benchmark scripts import and accept the step's arguments, `oaecmlr` accepts the step's
-command line, inline Python compiles, pytest collects the CUDA tests. tests/test_device_check.py
-runs it, so the script cannot rot while no GPU is lent.
+command line, inline Python compiles, pytest collects the CUDA tests.
+tests/e2e/test_device_check_dry_run.py runs it (and tests/unit/test_device_check.py checks its
+steps), so the script cannot rot while no GPU is lent.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def steps() -> list[Step]:
     return [
         Step("gpu", 10, ("nvidia-smi", "--query-gpu=name,memory.total,driver_version,compute_cap", "--format=csv"),
              "the GPU and its driver"),
-        Step("cuda-tests", 40, (PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_jaccard.py",
-                                "tests/test_augment.py", "tests/test_placement.py", "tests/test_cuda_path.py",
+        Step("cuda-tests", 40, (PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_jaccard.py",
+                                "tests/unit/test_augment.py", "tests/unit/test_placement.py", "tests/unit/test_cuda_path.py",
                                 "-k", "cuda"),
              "CUDA results against the CPU's, the image-cache placement, the CUDA path's CPU checks"),
         Step("e2e-run", 45, (PY, "-m", "oaecmlr", "run", "demo", "--gpus", "0", "--epochs", "2", "--name",

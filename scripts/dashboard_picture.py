@@ -5,7 +5,7 @@ written by the real `EventWriter`, no training), saved as SVG.
 
 The runs are those of `tests/runfixtures.py`; their log is what the engine would write for their
 events (`log_line`). The clock, the GPU line and the run's CPU/RAM line are fixed, as in
-`tests/test_tui_snapshots.py`, so the picture depends on neither the machine nor the day.
+`tests/unit/test_tui_snapshots.py`, so the picture depends on neither the machine nor the day.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from runfixtures import make_run  # noqa: E402
 
 import oaecmlr.formatting  # noqa: E402
-from oaecmlr.engine.session import log_line  # noqa: E402
+from oaecmlr.engine.recorder import log_line  # noqa: E402
 from oaecmlr.store.runs import RunDir, write_meta  # noqa: E402
 from oaecmlr.store.schema import parse_event  # noqa: E402
 

@@ -1,11 +1,14 @@
-"""Test tiers run in order: fast unit tests first, then synthetic end-to-end runs (`e2e`), then the
-real-data tier (`realdata`, skipped when ../shared/data is absent)."""
+"""Test tiers run in order: fast unit tests first (`tests/unit`), then synthetic end-to-end runs
+(`tests/e2e`), then the real-data tier (`tests/realdata`, skipped when ../shared/data is absent).
+Each folder's conftest.py marks its tests (tests/tiers.py)."""
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+from tiers import TIERS
 
 # CI replays the same examples on every run (no database, derandomised), so a rare case can never
 # fail one day and pass the next; local runs draw new examples and keep failures in .hypothesis/.
@@ -16,11 +19,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 def pytest_collection_modifyitems(config, items):
+    """Run the tiers in order; a test outside the tier folders is an error, not a silent member of one."""
     def tier(item) -> int:
-        if item.get_closest_marker("realdata"):
-            return 2
-        if item.get_closest_marker("e2e"):
-            return 1
-        return 0
+        marked = [index for index, name in enumerate(TIERS) if item.get_closest_marker(name)]
+        if not marked:
+            raise pytest.UsageError(f"{item.nodeid}: put the test in tests/unit, tests/e2e or tests/realdata "
+                                    "(its folder is its tier)")
+        return max(marked)
 
     items.sort(key=tier)  # stable: file order is kept within a tier

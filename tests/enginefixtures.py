@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 TINY = [
@@ -63,3 +64,12 @@ def events_of(run_path: Path) -> list[dict]:
     from oaecmlr.store.schema import to_record
 
     return [to_record(e) for e in read_events(Path(run_path) / "events.jsonl")]
+
+
+def wait_for(predicate, timeout=900.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False

@@ -1,7 +1,9 @@
 """Slow, obviously-correct dense implementations used as test oracles (never by the product).
 
 They follow the reference procedures line by line: the Cluster Contrast `compute_jaccard_distance`,
-the original `re_ranking`, and the per-query Market-1501 evaluation loop.
+the original `re_ranking`, and the per-query Market-1501 evaluation loop. `dense_jaccard` is also
+the dense baseline of `benchmarks/bench_pseudo_labels.py` (in float32 there, with the product's
+ranked lists, as Cluster Contrast takes faiss's): one reference for the tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -23,13 +25,24 @@ def k_reciprocal(ranked: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.where(backward == i)[0]]
 
 
-def encode(dist: np.ndarray, ranked: np.ndarray, k1: int, k2: int) -> np.ndarray:
+class PairDistances:
+    """`2 - 2 f_i . f_j` read like a dense array (`d[i, columns]`, `d.shape`) without storing N x N."""
+
+    def __init__(self, features: np.ndarray):
+        self.features, self.shape = features, (len(features), len(features))
+
+    def __getitem__(self, index):
+        i, columns = index
+        return np.maximum(2 - 2 * self.features[columns] @ self.features[i], 0)
+
+
+def encode(dist, ranked: np.ndarray, k1: int, k2: int, dtype=np.float64) -> np.ndarray:
     """Dense V after query expansion: softmax(-dist) over R*(i), then mean over k2 neighbours."""
     n = dist.shape[0]
     half = int(np.around(k1 / 2))
     near = [k_reciprocal(ranked, i, k1) for i in range(n)]
     near_half = [k_reciprocal(ranked, i, half) for i in range(n)]
-    V = np.zeros((n, dist.shape[1]), dtype=np.float64)
+    V = np.zeros((n, dist.shape[1]), dtype=dtype)
     for i in range(n):
         expansion = near[i]
         for candidate in near[i]:
@@ -45,19 +58,26 @@ def encode(dist: np.ndarray, ranked: np.ndarray, k1: int, k2: int) -> np.ndarray
 
 
 def jaccard_from_encoding(V: np.ndarray, rows: range) -> np.ndarray:
-    out = np.zeros((len(rows), V.shape[0]))
+    """1 - s / (2 - s), s_ik = sum_j min(V_ij, V_kj), summed over the j where V_ij > 0 (elsewhere the
+    minimum is 0) through the inverted index of V's columns, as Cluster Contrast does."""
+    holders = [np.flatnonzero(V[:, j]) for j in range(V.shape[1])]
+    out = np.zeros((len(rows), V.shape[0]), dtype=V.dtype)
     for r, i in enumerate(rows):
-        shared = np.minimum(V[i][None, :], V).sum(axis=1)
+        shared = np.zeros(V.shape[0], dtype=V.dtype)
+        for j in np.flatnonzero(V[i]):
+            shared[holders[j]] += np.minimum(V[i, j], V[holders[j], j])
         out[r] = 1 - shared / (2 - shared)
     return np.maximum(out, 0)
 
 
-def dense_jaccard(features: np.ndarray, k1: int, k2: int) -> np.ndarray:
-    """The training-time Jaccard distance: ranked lists of k1 entries including the sample itself."""
-    f = features.astype(np.float64)
-    dist = np.maximum(2 - 2 * f @ f.T, 0)
-    ranked = ranked_lists(dist, k1)
-    return jaccard_from_encoding(encode(dist, ranked, k1, k2), range(len(f)))
+def dense_jaccard(features: np.ndarray, k1: int, k2: int, dtype=np.float64,
+                  ranked: np.ndarray | None = None) -> np.ndarray:
+    """The training-time Jaccard distance: ranked lists of k1 entries including the sample itself
+    (by (distance, index) unless `ranked` gives them), computed in `dtype`."""
+    f = features.astype(dtype)
+    if ranked is None:
+        ranked = ranked_lists(np.maximum(2 - 2 * f @ f.T, 0), k1)
+    return jaccard_from_encoding(encode(PairDistances(f), ranked, k1, k2, dtype), range(len(f)))
 
 
 def dense_re_ranking(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:

@@ -119,7 +119,7 @@ def append_events(path: str | Path, events: list[Event], start_time: float | Non
 
 
 # A stand-in for a run's training process: it holds the run's events.jsonl open and records its own
-# identity in status.json, as RunSession does; SIGTERM ends it (as a stop would) after writing "stopped".
+# identity in status.json, as RunRecorder does; SIGTERM ends it (as a stop would) after writing "stopped".
 STAND_IN = """
 import os, signal, socket, sys, time
 from pathlib import Path

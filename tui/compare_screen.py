@@ -17,12 +17,9 @@ from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.compare import compare, run_record
 from oaecmlr.store.runs import RunDir
 
+from .fmt import percent
 from .messages import ActionResult, ComparisonReady
 from .plot import Plot, Series
-
-
-def percent(value: float) -> str:
-    return f"{value:.0f}"
 
 
 class CompareScreen(Screen):
@@ -66,19 +63,19 @@ class CompareScreen(Screen):
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.add_columns("run", "status", "epoch", "best mAP/R1 @ep", "Δ mAP", "final mAP/R1", "x-cam", "to best",
                             "elapsed")
-        reference = (result["runs"][0]["best"] or {}).get("mAP")
-        for run in result["runs"]:
-            best, final = run["best"] or {}, run["final"] or {}
-            delta = "-" if best.get("mAP") is None or reference is None else f"{100 * (best['mAP'] - reference):+.1f}"
-            clusters = run["last_clusters"] or {}
-            metrics.add_row(run["name"], run["status"], epoch_text(run["epoch"], run["epochs"]),
-                            f"{pct(best.get('mAP'))}/{pct(best.get('rank1'))} @{best.get('epoch', '-')}", delta,
-                            f"{pct(final.get('mAP'))}/{pct(final.get('rank1'))}", pct(clusters.get("cross_camera"), 0),
-                            duration(run["time_to_best_s"]), duration(run["elapsed_s"]))
+        reference = result.runs[0].best
+        for run in result.runs:
+            best, final = run.best, run.final
+            delta = "-" if best is None or reference is None else f"{100 * (best.metrics.mAP - reference.metrics.mAP):+.1f}"
+            clusters = run.last_clusters or {}
+            best_text = f"{pct(best.metrics.mAP)}/{pct(best.metrics.rank1)} @{best.epoch}" if best else "-/- @-"
+            final_text = f"{pct(final.metrics.mAP)}/{pct(final.metrics.rank1)}" if final else "-/-"
+            metrics.add_row(run.name, run.status, epoch_text(run.epoch, run.epochs), best_text, delta, final_text,
+                            pct(clusters.get("cross_camera"), 0), duration(run.time_to_best_s), duration(run.elapsed_s))
         notes = Text()
-        for warning in result["warnings"]:
+        for warning in result.warnings:
             notes.append(f"⚠ {warning}\n", style="yellow")
-        for group in result["seed_groups"]:
+        for group in result.seed_groups:
             best = group.get("best_mAP")
             if best:
                 notes.append(f"seeds {', '.join(map(str, group['seeds']))} ({', '.join(group['runs'])}): best mAP "
@@ -87,7 +84,7 @@ class CompareScreen(Screen):
         self.query_one("#compare-warnings", Static).update(notes if notes.plain else Text("no comparability warnings", style="dim"))
         diff = self.query_one("#compare-diff", DataTable)
         diff.add_columns("setting", *self.names)
-        for key, values in result["config_diff"].items():
+        for key, values in result.config_diff.items():
             diff.add_row(key, *(str(values.get(name)) for name in self.names))
-        if not result["config_diff"]:
+        if not result.config_diff:
             diff.add_row("(same config)", *("" for _ in self.names))

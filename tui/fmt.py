@@ -18,6 +18,11 @@ STATUS_STYLE = {
 STATUS_MARK = {"running": "● ", "starting": "◌ ", "stale": "⚠ ", "failed": "✗ ", "stopped": "■ ", "finished": "✓ "}
 
 
+def percent(value: float) -> str:
+    """A plot axis's percentage (already times 100), whole: 41.9 -> "42"."""
+    return f"{value:.0f}"
+
+
 def status_text(status: str) -> Text:
     return Text(STATUS_MARK.get(status, "") + status, style=STATUS_STYLE.get(status, ""))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from textual.message import Message
 
+from oaecmlr.store.compare import Comparison, RunRecord
 from oaecmlr.store.summary import RunSummary
 
 from .tailer import RunMeta
@@ -97,5 +98,5 @@ class ActionResult(Message):
 class ComparisonReady(Message):
     """`oaecmlr.store.compare.compare` of the marked runs, with their records."""
 
-    comparison: dict
-    records: tuple[dict, ...]
+    comparison: Comparison
+    records: tuple[RunRecord, ...]

@@ -13,12 +13,8 @@ from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 from oaecmlr.formatting import ago, duration, epoch_text
 from oaecmlr.store.summary import RunSummary
 
-from .fmt import summary_line
+from .fmt import percent, summary_line
 from .plot import Plot, Series
-
-
-def percent(value: float) -> str:
-    return f"{value:.0f}"
 
 
 def metric_series(run: RunSummary) -> list[Series]:

@@ -32,8 +32,8 @@ def main() -> None:
     data = load_run_data(config.data)
     model = build_model(config.model.arch, config.model.pretrained, config.model.pooling, config.model.last_stride)
     with torch.no_grad():
-        features = extract_features(model, data.train.images, (config.data.height, config.data.width),
-                                    config.data.eval_batch, torch.device("cpu"))
+        features = extract_features(model, data.train.images, out_size=(config.data.height, config.data.width),
+                                    batch_size=config.data.eval_batch, device=torch.device("cpu"))
     cams, pids = data.train.camids, data.train.pids
     print("| distance | eps | clusters | clustered | cross-camera clusters | images in cross-camera clusters | purity |")
     print("|---|---|---|---|---|---|---|")

@@ -19,7 +19,7 @@ from oaecmlr.formatting import printable
 
 class ErrConsole(Console):
     """stderr, where a closed pipe raises BrokenPipeError (an OSError) instead of Rich's default,
-    exiting the process: a foreground run then trains on without its console (`RunSession.show`)."""
+    exiting the process: a foreground run then trains on without its console (`RunRecorder.show`)."""
 
     def on_broken_pipe(self) -> None:
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))

@@ -10,7 +10,7 @@ from oaecmlr.cli.common import console, err_console, escape, print_json
 from oaecmlr.cli.tables import Section, csv_text, latex, markdown, rich_table
 from oaecmlr.errors import RunError
 from oaecmlr.formatting import duration, epoch_text, pct
-from oaecmlr.store.compare import RunRecord, compare, run_record
+from oaecmlr.store.compare import Comparison, RunRecord, RunRow, compare, run_record
 from oaecmlr.store.runs import find_run
 
 METRICS = (("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mINP", "mINP"))
@@ -35,11 +35,13 @@ def load_records(names: list[str], runs_dir: str | None) -> list[RunRecord]:
             for r in runs]
 
 
-def metric_values(run: dict) -> list:
+def metric_values(run: RunRow) -> list:
     """A run's metric row as raw values (fractions, seconds): the CSV row, formatted for tables."""
-    best, final = run["best"] or {}, run["final"] or {}
-    return [run["name"], run["status"], run["dataset"], *(best.get(m) for m, _ in METRICS), best.get("epoch"),
-            final.get("mAP"), final.get("rank1"), run["time_to_best_s"], run["epoch"], run["epochs"]]
+    best, final = run.best, run.final
+    scores = [getattr(best.metrics, m) if best else None for m, _ in METRICS]
+    return [run.name, run.status, run.dataset, *scores, best.epoch if best else None,
+            final.metrics.mAP if final else None, final.metrics.rank1 if final else None, run.time_to_best_s,
+            run.epoch, run.epochs]
 
 
 def _cells(values: list) -> list[str]:
@@ -52,10 +54,10 @@ def _mean_std(stats: dict | None) -> str:
     return "-" if not stats else f"{100 * stats['mean']:.1f}±{100 * stats['std']:.1f}"
 
 
-def seed_rows(result: dict) -> list[list[str]]:
+def seed_rows(result: Comparison) -> list[list[str]]:
     return [[",".join(map(str, group["seeds"])), ", ".join(group["runs"]),
              *(_mean_std(group[f"best_{m}"]) for m, _ in METRICS), _mean_std(group["final_mAP"])]
-            for group in result["seed_groups"]]
+            for group in result.seed_groups]
 
 
 def _cluster_cell(c: dict | None) -> str:
@@ -85,11 +87,11 @@ def _signed(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.1f}"
 
 
-def sections(result: dict) -> list[Section]:
-    names = [r["name"] for r in result["runs"]]
-    metric = Section("best and final metrics (%)", METRIC_HEADER, [_cells(metric_values(r)) for r in result["runs"]])
+def sections(result: Comparison) -> list[Section]:
+    names = [r.name for r in result.runs]
+    metric = Section("best and final metrics (%)", METRIC_HEADER, [_cells(metric_values(r)) for r in result.runs])
     deltas = []
-    for entry in result["deltas"]:
+    for entry in result.deltas:
         row = [str(entry["epoch"])]
         for i, name in enumerate(names):
             e = entry["runs"].get(name)
@@ -102,15 +104,15 @@ def sections(result: dict) -> list[Section]:
             row.append(text)
         deltas.append(row)
     clusters = [[str(entry["epoch"]), *(_cluster_cell(entry["runs"].get(n)) for n in names)]
-                for entry in result["clusters"]]
-    diff = [[key, *(str(values.get(n)) for n in names)] for key, values in result["config_diff"].items()]
-    method = [[label, *(_diagnostic(r["last_clusters"], key) for r in result["runs"])]
+                for entry in result.clusters]
+    diff = [[key, *(str(values.get(n)) for n in names)] for key, values in result.config_diff.items()]
+    method = [[label, *(_diagnostic(r.last_clusters, key) for r in result.runs)]
               for key, label in METHOD_LABELS.items()
-              if any((r["last_clusters"] or {}).get(key) is not None for r in result["runs"])]
+              if any((r.last_clusters or {}).get(key) is not None for r in result.runs)]
     method_section = [Section("OAE and CMLR at the last clustering, against ground truth", ["diagnostic", *names],
                               method)] if method else []
     seeds = [Section("mean ± std over seeds (%, best unless final)", SEED_HEADER, seed_rows(result))] \
-        if result["seed_groups"] else []
+        if result.seed_groups else []
     return [metric, *seeds,
             Section(f"mAP / R1 (%) per evaluation, Δ vs {names[0]}", ["epoch", *names], deltas),
             Section("clusters / outliers after OAE / clusters spanning cameras (%) per epoch", ["epoch", *names],
@@ -119,11 +121,11 @@ def sections(result: dict) -> list[Section]:
             Section("config diff (differing keys only)", ["key", *names], diff or [["(identical)", *[""] * len(names)]])]
 
 
-def render(result: dict, fmt: str) -> None:
+def render(result: Comparison, fmt: str) -> None:
     """Print a comparison in `fmt`: table, json, md, csv or latex."""
-    warnings = result["warnings"]
+    warnings = result.warnings
     if fmt == "json":
-        print_json(result)
+        print_json(result.to_json())
         return
     parts = sections(result)
     if fmt == "table":
@@ -140,8 +142,8 @@ def render(result: dict, fmt: str) -> None:
     for w in warnings:  # csv and latex stay parseable: warnings go to stderr
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if fmt == "csv":
-        rows = [metric_values(r) for r in result["runs"]]
-        for group in result["seed_groups"]:
+        rows = [metric_values(r) for r in result.runs]
+        for group in result.seed_groups:
             label = "+".join(group["runs"])
             for stat in ("mean", "std"):
                 rows.append([f"{stat} of {label}", "", "", *(_stat(group[f"best_{m}"], stat) for m, _ in METRICS),

@@ -17,15 +17,12 @@ import torch
 from oaecmlr.cli.common import console, err_console, print_json
 from oaecmlr.cli.tables import Section, rich_table
 from oaecmlr.config import Config, load_config
-from oaecmlr.engine.checkpoint import check_compatible, load_checkpoint, model_weights
-from oaecmlr.engine.devices import fast_bf16, parse_gpus, resolve_device
+from oaecmlr.engine.devices import parse_gpus, resolve_device
 from oaecmlr.engine.evaluate import evaluate
-from oaecmlr.engine.features import extract_features
+from oaecmlr.engine.inference import Extraction, file_weights, run_model
 from oaecmlr.engine.rundata import RunData, load_run_data
 from oaecmlr.errors import CheckpointError, CliError, ConfigError, RunError
 from oaecmlr.formatting import pct
-from oaecmlr.models import build_model
-from oaecmlr.models.weights import cluster_contrast_weights, load_model_state, pooling_of
 from oaecmlr.store.runs import find_run, load_run_config, run_dir
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar")
@@ -106,24 +103,6 @@ def is_checkpoint_file(target: str, runs_dir: str | None = None) -> bool:
     return False
 
 
-def load_model(run, config, which: str) -> tuple[torch.nn.Module, int | None]:
-    """The run's model with the weights of best.pt or last.pt, and the epoch they come from."""
-    path = run.checkpoint(which)
-    if not path.is_file():
-        other = "last" if which == "best" else "best"
-        why = "no evaluation after epoch 0" if which == "best" else "no finished epoch"
-        if not run.checkpoint(other).is_file():
-            raise CheckpointError(f"run {run.name} has no checkpoint yet (no finished epoch): nothing to score; "
-                                  f"resume it (`oaecmlr resume {run.name}`) or wait for its first epoch")
-        raise CheckpointError(f"run {run.name} has no {path.name} ({why} yet); try --checkpoint {other}")
-    arch = config.model.arch
-    state = load_checkpoint(path)
-    check_compatible(state, path, arch, None, None, hint="run")
-    model = build_model(arch, None, config.model.pooling, config.model.last_stride)
-    load_model_state(model, state["model"], str(path), arch, "run")
-    return model, state.get("epoch")
-
-
 def open_run(name: str, runs_dir: str | None, checkpoint: str | None, options: FileOptions | None = None) -> Target:
     if options is not None and options.given():
         raise CliError(f"{', '.join(options.given())}: only for a checkpoint file; a run is scored on its own data "
@@ -131,7 +110,7 @@ def open_run(name: str, runs_dir: str | None, checkpoint: str | None, options: F
     run = find_run(name, runs_dir)
     config = load_run_config(run)
     which = checkpoint or "best"
-    model, epoch = load_model(run, config, which)
+    model, epoch = run_model(run, config, which)
     return Target(model, config, epoch, run=run.name, checkpoint=which, run_path=run.path)
 
 
@@ -141,26 +120,18 @@ def open_file(path: str | Path, options: FileOptions, checkpoint: str | None = N
     path = Path(path)
     if checkpoint is not None:
         raise CliError(f"--checkpoint picks a run's best.pt or last.pt; {path} is a checkpoint file already")
-    state = load_checkpoint(path)
-    cluster_contrast = cluster_contrast_weights(state) is not None
-    if cluster_contrast:
-        arch, dataset = options.arch or DEFAULT_ARCH, options.dataset
-    else:
-        arch, dataset = options.arch or state.get("arch") or DEFAULT_ARCH, options.dataset or state.get("dataset")
-    weights = model_weights(state, path, arch, "file", options.pooling)
+    saved = file_weights(path, arch=options.arch, pooling=options.pooling, default_arch=DEFAULT_ARCH)
+    dataset = options.dataset or saved.dataset
     if dataset is None:
         raise CliError(f"{path} does not say which data it was trained on (a Cluster Contrast checkpoint): pass "
                        "--dataset NAME (market1501, dukemtmcreid, msmt17, cuhk03, manifest, synthetic) and --data-root DIR")
-    pooling = options.pooling or pooling_of(weights)
     config = load_config(None, overrides={"data.dataset": dataset, "data.root": options.data_root,
                                           "data.height": options.height, "data.width": options.width,
-                                          "model.arch": arch, "model.pooling": pooling})
-    model = build_model(arch, None, pooling, config.model.last_stride)
-    load_model_state(model, weights, str(path), arch, "file")
-    epoch = state.get("epoch")
-    extra = {"best_mAP": float(state["best_mAP"])} if cluster_contrast and "best_mAP" in state else {}
-    return Target(model, config, int(epoch) if isinstance(epoch, int) else None, file=path, checkpoint=path.name,
-                  format="cluster-contrast" if cluster_contrast else "oaecmlr", extra=extra)
+                                          "model.arch": saved.arch, "model.pooling": saved.pooling})
+    model = saved.model(config.model.last_stride)
+    extra = {"best_mAP": saved.best_mAP} if saved.best_mAP is not None else {}
+    return Target(model, config, saved.epoch, file=path, checkpoint=path.name,
+                  format="cluster-contrast" if saved.cluster_contrast else "oaecmlr", extra=extra)
 
 
 def open_target(target: str, runs_dir: str | None, checkpoint: str | None = None,
@@ -176,15 +147,12 @@ def prepare(target: Target, device: str):
     training loop's evaluation computes them (eval mode, test transform, the run's precision)."""
     config, model = target.config, target.model
     dev = pick_device(device)
-    model.to(dev)
+    extraction = Extraction.of(config, dev)  # as in training
+    extraction.prepare(model, dev)
     data = load_run_data(config.data)
-    size = (config.data.height, config.data.width)
-    amp, channels_last = config.train.amp_extract and fast_bf16(dev), config.train.channels_last  # as in training
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
 
     def extract(images: torch.Tensor) -> torch.Tensor:
-        return extract_features(model, images, size, config.data.eval_batch, dev, amp, channels_last)
+        return extraction.features(model, images, dev)
 
     return dev, data, extract
 
@@ -200,8 +168,8 @@ def evaluate_run(name: str, runs_dir: str | None, checkpoint: str | None = None,
     pick_device(device)  # a wrong --device says so before the checkpoint and the data are read
     target = open_target(name, runs_dir, checkpoint, options)
     dev, data, extract = prepare(target, device)
-    metrics = evaluate(extract, data.query, data.gallery, rerank, say=say)
-    result = {**target.describe(), **target.extra, "device": str(dev), **metrics}
+    scored = evaluate(extract, data.query, data.gallery, rerank, say=say)
+    result = {**target.describe(), **target.extra, "device": str(dev), **scored.to_dict()}
     if visrank:
         result["visrank"] = _visrank(extract, data, rerank, visrank, num)
     return result

@@ -6,7 +6,7 @@ own scene (background, floor, clutter), lighting (gain, colour cast, gamma), blu
 and framing, and a preferred view (front or back: hair, backpack and straps look different).
 Each image adds pose, framing, occlusion and noise jitter. Colours are shared between identities
 and shifted by each camera, so colour alone does not separate identities, and the per-camera
-scenes pull raw-pixel nearest neighbours towards the query's own camera (see tests/test_synthetic.py).
+scenes pull raw-pixel nearest neighbours towards the query's own camera (see tests/unit/test_synthetic.py).
 Drawing is vectorised over a batch of images with soft (anti-aliased) masks.
 """
 

@@ -137,7 +137,7 @@ class GlobalBatchNorm(_BatchNorm):
         return out
 
 
-def apply_plan(module: nn.Module, plan: BatchNormPlan, world_size: int, rank: int, cuda: bool,
+def apply_plan(module: nn.Module, plan: BatchNormPlan, *, world_size: int, rank: int, cuda: bool,
                running: str = "first", distributed: bool | None = None) -> nn.Module:
     """Give every BatchNorm of `module` the plan's statistics groups (in place where possible; the
     returned module is the one to use). `distributed` (default: world_size > 1) puts whole-batch

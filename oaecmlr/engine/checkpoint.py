@@ -1,7 +1,7 @@
 """Checkpoints: what they hold and how they are written and read.
 
-A checkpoint is model, optimizer, scheduler, memory, RNG states, epoch, best result and the events
-offset, as plain tensors and containers. It is written to a temporary file, fsynced and renamed
+A checkpoint is model, optimizer, scheduler, memory, RNG states, epoch, best result, the events
+offset and, mid-epoch, the epoch's labels (`epoch_labels`; `phase` in checkpoints written before), as plain tensors and containers. It is written to a temporary file, fsynced and renamed
 over the old one, so a crash or a full disk leaves the previous checkpoint intact, and it is read
 with `weights_only=True`, so loading never unpickles arbitrary objects. Where checkpoints live is
 the run folder's business (`oaecmlr.store.runs.RunDir`).

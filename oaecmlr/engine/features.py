@@ -19,7 +19,7 @@ def autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, images: torch.Tensor, out_size: tuple[int, int], batch_size: int,
+def extract_features(model: torch.nn.Module, images: torch.Tensor, *, out_size: tuple[int, int], batch_size: int,
                      device: torch.device, amp: bool = False, channels_last: bool = False,
                      rows: range | None = None) -> torch.Tensor:
     """L2-normalised float32 features of `images[rows]` (all rows by default), on `device`."""

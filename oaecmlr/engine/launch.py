@@ -24,10 +24,11 @@ from oaecmlr.engine.checkpoint import load_model_weights
 from oaecmlr.engine.devices import available_memory, parse_gpus, resolve_device
 from oaecmlr.engine.distributed import Dist, init_group, leave_group, torchrun_env
 from oaecmlr.engine.parent_death import die_with_parent
-from oaecmlr.engine.process import train_process
+from oaecmlr.engine.recorder import Listener
 from oaecmlr.engine.rundata import load_splits
-from oaecmlr.engine.session import Listener
+from oaecmlr.engine.train_process import train_process
 from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
+from oaecmlr.store.metrics import Best
 from oaecmlr.store.processes import identity
 from oaecmlr.store.runs import (
     RunDir,
@@ -166,11 +167,11 @@ def checked_run_config(run: RunDir) -> Config:
     return config
 
 
-def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> dict | None:
+def execute(run: RunDir, config: Config, resume: bool, listener: Listener | None = None) -> Best | None:
     """Train in this process, or supervise one worker per `--gpus` entry."""
     devices = parse_gpus(config.run.gpus)
     if len(devices) > 1:
-        from oaecmlr.engine.workers import run_workers
+        from oaecmlr.engine.supervisor import run_workers
 
         return run_workers(run, devices, resume, listener)
     return train_process(run, config, Dist(), resolve_device(devices[0]), resume, listener)

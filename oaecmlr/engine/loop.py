@@ -33,13 +33,15 @@ from oaecmlr.engine.checkpoint import (
 from oaecmlr.engine.devices import fast_bf16, gpu_identity, resolve_device
 from oaecmlr.engine.distributed import SINGLE, Dist
 from oaecmlr.engine.evaluate import evaluate
-from oaecmlr.engine.features import autocast, extract_features
+from oaecmlr.engine.features import autocast
 from oaecmlr.engine.health import Watch, gradient_norm, parameter_norm
+from oaecmlr.engine.inference import Extraction
 from oaecmlr.engine.provenance import provenance
+from oaecmlr.engine.recorder import RunRecorder
 from oaecmlr.engine.rundata import RunData
-from oaecmlr.engine.session import RunSession, StopRequested
-from oaecmlr.errors import ConfigError, RunFailed
+from oaecmlr.errors import ConfigError, RunFailed, StopRequested
 from oaecmlr.models import build_model
+from oaecmlr.store.metrics import Best, Evaluation
 from oaecmlr.store.runs import RunDir
 from oaecmlr.store.schema import (
     End,
@@ -101,15 +103,15 @@ class Loop:
     kind = "base"
 
     def __init__(self, config: Config, run: RunDir, data: RunData, device: torch.device,
-                 session: RunSession | None, dist: Dist = SINGLE, num_classes: int | None = None):
+                 recorder: RunRecorder | None, dist: Dist = SINGLE, num_classes: int | None = None):
         device = resolve_device(device)  # `cuda` -> `cuda:N`: only then does it equal the image cache's tensor.device
         if dist.active and dist.device != device:
             raise ValueError(f"the loop trains on {device} but its collectives run on {dist.device}")
-        self.config, self.run, self.data, self.device, self.session, self.dist = config, run, data, device, session, dist
+        self.config, self.run, self.data, self.device, self.recorder, self.dist = config, run, data, device, recorder, dist
         cfg = config
         self.out_size = (cfg.data.height, cfg.data.width)
         self.amp = cfg.train.amp and fast_bf16(device)
-        self.amp_extract = cfg.train.amp_extract and fast_bf16(device)
+        self.extraction = Extraction.of(cfg, device)  # as `oaecmlr eval` extracts
         per_rank = cfg.data.num_ids // dist.world_size * cfg.data.num_instances
         try:
             self.bn_plan = plan_batchnorm(cfg.train.bn_group, per_rank * dist.world_size, dist.world_size)
@@ -129,7 +131,7 @@ class Loop:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.optim.step_size, cfg.optim.gamma)
         self.augment_generator = torch.Generator().manual_seed(cfg.run.seed)
-        self.best: dict | None = None
+        self.best: Best | None = None
         self.epoch_in_progress: int | None = None
         self.watch = Watch()
         self._epoch_start = time.perf_counter()
@@ -164,7 +166,7 @@ class Loop:
         """Restore what `extra_state` saved."""
 
     # the run ------------------------------------------------------------------------------------------
-    def run_loop(self, resume: bool) -> dict | None:
+    def run_loop(self, resume: bool) -> Best | None:
         cfg = self.config
         labels, first_epoch = self.begin(resume)
         for epoch in range(first_epoch, cfg.run.epochs + 1):
@@ -187,9 +189,9 @@ class Loop:
             labels = None
             if epoch < cfg.run.epochs:
                 self.stop_if_requested(None, 0, next_epoch=epoch + 1)
-        self.emit(End(status="finished", best=self.best))
-        if self.session:
-            self.session.set_status("finished")
+        self.emit(End(status="finished", best=None if self.best is None else self.best.to_dict()))
+        if self.recorder:
+            self.recorder.set_status("finished")
         return self.best
 
     def begin(self, resume: bool) -> tuple[EpochLabels | None, int]:
@@ -197,7 +199,7 @@ class Loop:
         if resume and self.dist.broadcast_object(self.run.last.is_file()):
             return self.restore()
         # A resumed run that never finished an epoch has nothing to restore: start it over.
-        discarded = self.session.truncate_events(0) if resume and self.session else 0
+        discarded = self.recorder.truncate_events(0) if resume and self.recorder else 0
         self.emit_start(restarted=resume, discarded_events=discarded)
         self.evaluate(0)
         return None, 1
@@ -231,8 +233,8 @@ class Loop:
         Outside whole-batch BatchNorm each worker keeps its own running statistics until
         `sync_batchnorm` (so DDP does not broadcast buffers)."""
         cuda = self.device.type == "cuda"
-        apply_plan(model, self.bn_plan, self.dist.world_size, self.dist.rank, cuda, self.config.train.bn_running,
-                   distributed=self.dist.active)
+        apply_plan(model, self.bn_plan, world_size=self.dist.world_size, rank=self.dist.rank, cuda=cuda,
+                   running=self.config.train.bn_running, distributed=self.dist.active)
         if not self.dist.active:
             return self.train_module()
         return DistributedDataParallel(self.train_module(), device_ids=[self.device.index] if cuda else None,
@@ -245,15 +247,15 @@ class Loop:
 
     # events, features, evaluation -----------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        if self.session is not None:
-            self.session.emit(event)
+        if self.recorder is not None:
+            self.recorder.emit(event)
 
     def emit_start(self, restarted: bool = False, discarded_events: int = 0) -> None:
         cfg = self.config
-        if self.session is None:
+        if self.recorder is None:
             return
         per_rank = cfg.data.num_ids // self.dist.world_size * cfg.data.num_instances
-        self.session.start(Start(schema=0, kind=self.kind, run=self.run.name, dataset=cfg.data.dataset,
+        self.recorder.start(Start(schema=0, kind=self.kind, run=self.run.name, dataset=cfg.data.dataset,
                                  epochs=cfg.run.epochs, iterations=cfg.run.iterations, arch=cfg.model.arch,
                                  world_size=self.dist.world_size, per_rank_batch=per_rank,
                                  global_batch=per_rank * self.dist.world_size, lr=cfg.optim.lr, device=str(self.device),
@@ -269,19 +271,20 @@ class Loop:
         bounds = [min(n, batch * (batches * r // world)) for r in range(world + 1)]
         counts = [bounds[r + 1] - bounds[r] for r in range(world)]
         start = bounds[self.dist.rank]
-        local = extract_features(self.core, images, self.out_size, batch, self.device, self.amp_extract,
-                                 self.channels_last, rows=range(start, start + counts[self.dist.rank]))
+        local = self.extraction.features(self.core, images, self.device,
+                                         rows=range(start, start + counts[self.dist.rank]))
         return self.dist.gather_rows(local, counts)
 
-    def evaluate(self, epoch: int) -> dict:
-        metrics = evaluate(self.extract, self.data.query, self.data.gallery, main=self.dist.is_main)
-        if not self.dist.is_main:
-            return {}
-        self.emit(Eval(epoch=epoch, **metrics))
-        if epoch > 0 and (self.best is None or metrics["mAP"] > self.best["mAP"]):
-            self.best = {"epoch": epoch, **{k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}}
-            atomic_save(self.model_checkpoint(epoch, metrics), self.run.best)
-        return metrics
+    def evaluate(self, epoch: int) -> Evaluation | None:
+        """Score the model after `epoch` (on rank 0; None on the others), and keep best.pt."""
+        result = evaluate(self.extract, self.data.query, self.data.gallery, main=self.dist.is_main)
+        if result is None:
+            return None
+        self.emit(Eval(epoch=epoch, **result.to_dict()))
+        if epoch > 0 and (self.best is None or result.metrics.mAP > self.best.metrics.mAP):
+            self.best = Best(epoch=epoch, metrics=result.metrics)
+            atomic_save(self.model_checkpoint(epoch, result.to_dict()), self.run.best)
+        return result
 
     # iterations ------------------------------------------------------------------------------------------
     def augment(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -361,7 +364,7 @@ class Loop:
 
     def requested_stop(self) -> str | None:
         """The reason to stop, on every rank when any rank (in practice rank 0) was asked to."""
-        reason = self.session.stop_reason() if self.session else None
+        reason = self.recorder.stop_reason() if self.recorder else None
         if not self.dist.any(reason is not None):
             return None
         return reason or "stopped by rank 0"
@@ -380,8 +383,8 @@ class Loop:
             labels.iteration = iteration
             self.sync_batchnorm()
             self.save_checkpoint(labels.epoch - 1, labels)
-        if self.session:
-            self.session.set_stopped()
+        if self.recorder:
+            self.recorder.set_stopped()
         raise StopRequested(reason)
 
     def check_health(self, epoch: int, mean_loss: float, gradients: torch.Tensor | None, lr: float) -> None:
@@ -399,8 +402,8 @@ class Loop:
 
     def fail(self, message: str) -> RunFailed:
         self.emit(Failure(epoch=self.epoch_in_progress, error=message, rank=self.dist.rank))
-        if self.session:
-            self.session.set_status("failed", error=message)
+        if self.recorder:
+            self.recorder.set_status("failed", error=message)
         return RunFailed(message)
 
     # checkpoints -----------------------------------------------------------------------------------------
@@ -416,9 +419,9 @@ class Loop:
             return
         state = self.model_checkpoint(completed_epoch)
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                     rng=rng_state(self.augment_generator), best=self.best,
-                     events_offset=self.session.events.offset() if self.session else 0,
-                     phase=None if labels is None else labels.state(), **self.extra_state())
+                     rng=rng_state(self.augment_generator), best=None if self.best is None else self.best.to_dict(),
+                     events_offset=self.recorder.events.offset() if self.recorder else 0,
+                     epoch_labels=None if labels is None else labels.state(), **self.extra_state())
         atomic_save(state, self.run.last)
 
     def restore(self) -> tuple[EpochLabels | None, int]:
@@ -430,11 +433,12 @@ class Loop:
         self.scheduler.load_state_dict(state["scheduler"])
         self.load_extra_state(state)
         restore_rng(state["rng"], self.augment_generator)
-        self.best = state.get("best")
-        labels = EpochLabels.from_state(state["phase"]) if state.get("phase") else None
-        if self.session is not None:
-            discarded = self.session.truncate_events(state["events_offset"])
-            self.session.set_status("running", resumed=time.time())
+        self.best = Best.from_dict(state.get("best"))
+        saved = state.get("epoch_labels", state.get("phase"))  # "phase": checkpoints written before the rename
+        labels = EpochLabels.from_state(saved) if saved else None
+        if self.recorder is not None:
+            discarded = self.recorder.truncate_events(state["events_offset"])
+            self.recorder.set_status("running", resumed=time.time())
             self.emit(Resume(from_epoch=state["epoch"], iteration=labels.iteration if labels else 0,
                              discarded_events=discarded, world_size=self.dist.world_size, pid=os.getpid(),
                              epochs=cfg.run.epochs, gpus=self.gpus))

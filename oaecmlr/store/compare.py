@@ -4,16 +4,18 @@ seeds of the same config. Pure functions of run folders, shared by the CLI and t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from oaecmlr.store.metrics import SCORES, Best
 from oaecmlr.store.ondisk import silent
 from oaecmlr.store.runs import RunDir, summarize_run
 from oaecmlr.store.summary import RunSummary
 
-METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+METRICS = SCORES
 # Settings that make numbers incomparable when they differ (besides the dataset itself).
 COMPARABILITY = {
     "data.dataset": "dataset",
@@ -66,35 +68,81 @@ def run_record(run: RunDir, warn=None) -> RunRecord:
     return RunRecord(summarize_run(run, warn=warn), read_config(run, warn))
 
 
-def compare(records: list[RunRecord]) -> dict[str, Any]:
-    """The comparison of run records (first run = reference for the deltas), as plain data."""
+@dataclass(frozen=True)
+class RunRow:
+    """One run in a comparison: its best evaluation after epoch 0 and its last one (`Best`: the epoch
+    and its `Metrics`), how long it took, and its last clustering."""
+
+    name: str
+    status: str
+    dataset: str | None
+    epoch: int
+    epochs: int | None
+    best: Best | None
+    final: Best | None
+    time_to_best_s: float | None
+    elapsed_s: float | None
+    world_size: int | None
+    global_batch: int | None
+    provenance: dict[str, Any]
+    last_clusters: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**fields, "best": _plain(self.best), "final": _plain(self.final)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side (the first is the reference of the deltas), the per-epoch deltas and
+    clusters, the config diff, the comparability warnings and the seed groups."""
+
+    runs: tuple[RunRow, ...]
+    deltas: list[dict]
+    clusters: list[dict]
+    config_diff: dict[str, dict]
+    warnings: list[str]
+    seed_groups: list[dict]
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data (`oaecmlr compare --format json`)."""
+        return {"runs": [r.to_json() for r in self.runs], "deltas": self.deltas, "clusters": self.clusters,
+                "config_diff": self.config_diff, "warnings": self.warnings, "seed_groups": self.seed_groups}
+
+
+def compare(records: list[RunRecord]) -> Comparison:
+    """The comparison of run records (first run = reference for the deltas)."""
     if len(records) < 2:
         raise ValueError("compare needs at least two runs")
-    return {
-        "runs": [_run_row(r.summary) for r in records],
-        "deltas": _deltas(records),
-        "clusters": _clusters(records),
-        "config_diff": config_diff([r.config for r in records], [r.name for r in records]),
-        "warnings": comparability_warnings(records),
-        "seed_groups": seed_groups(records),
-    }
+    return Comparison(
+        runs=tuple(_run_row(r.summary) for r in records),
+        deltas=_deltas(records),
+        clusters=_clusters(records),
+        config_diff=config_diff([r.config for r in records], [r.name for r in records]),
+        warnings=comparability_warnings(records),
+        seed_groups=seed_groups(records),
+    )
 
 
-def _metrics(evaluation) -> dict | None:
-    return None if evaluation is None else {"epoch": evaluation.epoch, **{m: getattr(evaluation, m) for m in METRICS}}
+def _best(evaluation) -> Best | None:
+    return None if evaluation is None else Best(epoch=evaluation.epoch, metrics=evaluation.metrics)
 
 
-def _run_row(s: RunSummary) -> dict[str, Any]:
+def _plain(best: Best | None) -> dict | None:
+    return None if best is None else best.to_dict()
+
+
+def _run_row(s: RunSummary) -> RunRow:
     best = s.best
-    return {
-        "name": s.name, "status": s.status, "dataset": s.dataset, "epoch": s.epoch, "epochs": s.epochs,
-        "best": _metrics(best), "final": _metrics(s.final),
-        "time_to_best_s": best.time - s.started if best and s.started else None,
-        "elapsed_s": s.elapsed, "world_size": s.start.world_size if s.start else None,
-        "global_batch": s.start.global_batch if s.start else None,
-        "provenance": s.start.provenance if s.start else {},
-        "last_clusters": _cluster_row(s.latest_clusters) if s.latest_clusters else None,
-    }
+    return RunRow(
+        name=s.name, status=s.status, dataset=s.dataset, epoch=s.epoch, epochs=s.epochs,
+        best=_best(best), final=_best(s.final),
+        time_to_best_s=best.time - s.started if best and s.started else None,
+        elapsed_s=s.elapsed, world_size=s.start.world_size if s.start else None,
+        global_batch=s.start.global_batch if s.start else None,
+        provenance=s.start.provenance if s.start else {},
+        last_clusters=_cluster_row(s.latest_clusters) if s.latest_clusters else None,
+    )
 
 
 # What says whether OAE and CMLR work (docs/method.md sections 3 and 4, Logged), in display order.

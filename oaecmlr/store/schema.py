@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from oaecmlr.store.metrics import Metrics
 from oaecmlr.store.ondisk import event_value, range_check, shown
 
 SCHEMA_VERSION = 3
@@ -98,6 +99,10 @@ class Eval(Event):
     skipped_queries: int = 0
     rerank: bool = False
     seconds: float = 0.0
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics(mAP=self.mAP, rank1=self.rank1, rank5=self.rank5, rank10=self.rank10, mINP=self.mINP)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,32 @@
+"""`oaecmlr data check` on the real CUHK03 subset (skipped when it is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oaecmlr.cli.app import app
+
+runner = CliRunner()
+
+
+def check(*args):
+    return runner.invoke(app, ["data", "check", *map(str, args)], env={"COLUMNS": "160"})
+
+
+REAL_CUHK03 = Path(__file__).resolve().parents[3] / "shared/data/cuhk03-market"
+
+
+@pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")
+def test_real_cuhk03_is_reported_as_a_subset():
+    data = json.loads(check("cuhk03", "--data-root", REAL_CUHK03, "-f", "json").stdout)
+    assert data["warnings"] == [] and data["variant"] == "labeled"
+    assert len(data["notes"]) == 1 and "is a subset of CUHK03-NP labeled" in data["notes"][0]
+    assert {s: (v["images"], v["ids"]) for s, v in data["splits"].items()} == {
+        "train": (7239, 743), "query": (451, 100), "gallery": (487, 100)}
+    assert data["splits"]["train"]["standard_images"] == 7368
+    table = check("cuhk03", "--data-root", REAL_CUHK03).stdout
+    assert "note: cuhk03:" in table and "warning:" not in table
