@@ -19,7 +19,7 @@ from textual.app import App
 from textual.worker import get_current_worker
 
 from oaecmlr.formatting import printable
-from oaecmlr.store.runs import RunDir, runs_root
+from oaecmlr.store.runs import RunDir, RunMeta, runs_root
 from oaecmlr.store.summary import RunSummary
 
 from . import actions
@@ -27,7 +27,7 @@ from .gpu import gpu_lines
 from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, ProcessStatus, RunsUpdated
 from .procs import ProcessProbe
 from .runs_screen import RunsScreen
-from .tailer import RunMeta, RunTracker, read_log_tail
+from .tailer import RunTracker, read_log_tail
 
 ProcessProbeFn = Callable[[dict, str], str]  # (status.json, live state) -> the CPU/RAM line
 

@@ -9,10 +9,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
+from oaecmlr.store.runs import NO_META, RunMeta
 from oaecmlr.store.summary import RunSummary
 
 from .fmt import status_text
-from .tailer import NO_META, RunMeta
 
 # (key, label, width, priority): the columns of `oaecmlr runs` after the mark, and the user's note
 # and tags; the name takes the width left. On a narrow screen the highest priorities go first (the

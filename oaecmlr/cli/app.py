@@ -143,7 +143,7 @@ def show(
 
         oaecmlr show demo-20261126-101500 --format json | jq .best.mAP
     """
-    from oaecmlr.cli.views import show_run
+    from oaecmlr.cli.show import show_run
 
     show_run(run_name, runs_dir, format.value)
 
@@ -168,7 +168,7 @@ def runs_list(
 
         oaecmlr runs --where tag=baseline --format json | jq '.[].name'
     """
-    from oaecmlr.cli.views import show_runs
+    from oaecmlr.cli.listing import show_runs
 
     show_runs(runs_dir, format.value, where, params)
 
@@ -190,7 +190,7 @@ def note(
 
         oaecmlr note demo-a --untag baseline
     """
-    from oaecmlr.cli.views import note_run
+    from oaecmlr.cli.control import note_run
 
     note_run(run_name, runs_dir, text, tag or [], untag or [])
 
@@ -240,7 +240,7 @@ def stop(
 
         oaecmlr stop market-20261126-101500
     """
-    from oaecmlr.cli.views import stop_run
+    from oaecmlr.cli.control import stop_run
 
     stop_run(run_name, runs_dir)
 
@@ -435,7 +435,7 @@ def doctor(runs_dir: RunsDir = None) -> None:
 
         oaecmlr doctor
     """
-    from oaecmlr.cli.views import doctor_report
+    from oaecmlr.cli.doctor import doctor_report
 
     ok = doctor_report(runs_dir)
     raise typer.Exit(0 if ok else 1)

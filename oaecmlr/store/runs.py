@@ -301,6 +301,32 @@ def load_run_config(run: RunDir) -> Config:
     return config_from_dict(read_toml(run.config))
 
 
+@dataclass(frozen=True)
+class RunMeta:
+    """The user's note and tags of a run (`oaecmlr note RUN "text" --tag T`, in RUN/meta.json)."""
+
+    note: str = ""
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> RunMeta:
+        """From what `read_meta` returns ({} gives the empty meta)."""
+        return cls(meta.get("note", "").strip(), tuple(meta.get("tags", ())))
+
+    def text(self) -> str:
+        """`#tag1 #tag2 note`, as the runs table and the dashboard show it."""
+        return " ".join([f"#{tag}" for tag in self.tags] + ([self.note] if self.note else []))
+
+    def matches(self, needle: str) -> bool:
+        """Whether a lower-case filter text is part of the note or of a tag; `#word`: of a tag only."""
+        if needle.startswith("#"):
+            return any(needle[1:] in tag.lower() for tag in self.tags)
+        return needle in self.note.lower() or any(needle in tag.lower() for tag in self.tags)
+
+
+NO_META = RunMeta()
+
+
 def read_meta(run: RunDir, warn: Warn | None = None) -> dict[str, Any]:
     """The user's note and tags of a run (`oaecmlr note`): {"note": str, "tags": [str]}, checked
     (`oaecmlr.store.ondisk.read_meta`); {} when there is no usable meta.json."""

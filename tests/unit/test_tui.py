@@ -710,7 +710,7 @@ def test_stop_on_the_run_screen_asks_and_no_keeps_the_run(runs):
 
 # notes and tags --------------------------------------------------------------------------------------
 def test_tracker_reads_meta_only_when_it_changed(runs, monkeypatch):
-    from oaecmlr_tui.tailer import RunMeta
+    from oaecmlr.store.runs import RunMeta
 
     tracker = RunTracker(runs)
     tracker.poll()
