@@ -119,7 +119,7 @@ def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, pa
                Column("started", 7), Column("note", 8)]
     rows = []
     for row, config in entries:
-        note = RunMeta(row["note"], tuple(row["tags"])).text()
+        note = RunMeta.from_dict(row).text()
         rows.append([row["name"], row["status"], epoch_text(row["epoch"], row["epochs"]), pct(row["best_mAP"]),
                      pct(row["best_rank1"]), *(cell(config.get(k)) for k in diff_keys), pct(row["cross_camera"], 0),
                      str(row["clusters"] or "-"), duration(row["elapsed"]), row["dataset"] or "-",

@@ -167,3 +167,16 @@ def test_the_cli_imports_no_optional_extras():
             "print(sorted(m for m in ('matplotlib', 'textual', 'oaecmlr_tui', 'torchvision') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_runs_shows_note_and_tags_as_the_dashboard_does(runs, monkeypatch):
+    """One rule (the store's RunMeta.text) builds `#tag note` for `runs` and for the dashboard."""
+    from oaecmlr.cli.common import console
+    from oaecmlr.store.runs import RunMeta, find_run, read_meta
+
+    monkeypatch.setattr(console, "_width", 200)
+    assert invoke("note", "done", "  lr halved  ", "--tag", "sweep", "--runs-dir", runs).exit_code == 0
+    shown = RunMeta.from_dict(read_meta(find_run("done", runs))).text()
+    assert shown == "#sweep lr halved"
+    line = next(line for line in invoke("runs", "--runs-dir", runs).stdout.splitlines() if line.startswith("done"))
+    assert line.rstrip().endswith("  " + shown)
