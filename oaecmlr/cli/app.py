@@ -208,7 +208,7 @@ def compare_cmd(
     run_names: Annotated[list[str], typer.Argument(metavar="RUN_A RUN_B [RUN_C ...]", help="Two or more runs; the first is the reference for the deltas.")],
     runs_dir: RunsDir = None,
     format: Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv (metric table), md or latex (a tabular).")] = CompareFormat.table,
-    plot: Annotated[str | None, typer.Option("--plot", help="Also write mAP, R1 and clusters per epoch to this PNG (needs matplotlib).")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also write mAP, R1 and clusters per epoch to this PNG, PDF or SVG file (by its ending; needs matplotlib).")] = None,
 ) -> None:
     """Compare runs: best and final metrics, deltas per evaluation, clusters per epoch, the config
     diff, comparability warnings, and mean ± std over runs that differ only in their seed.
