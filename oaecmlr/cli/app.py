@@ -69,7 +69,7 @@ def run(
 
         oaecmlr run demo
 
-        oaecmlr run cuhk03 --data-root ../shared/data/cuhk03-market --arch mobilenet_v2 --pretrained mobilenet_v2_imagenet.pth
+        oaecmlr run cuhk03 --data-root ~/data/cuhk03-np --arch mobilenet_v2 --pretrained mobilenet_v2_imagenet.pth
 
         oaecmlr run market --gpus 0,1 --pretrained resnet50-0676ba61.pth --set oae.rho=0 --set cmlr.lam=0
     """
@@ -392,7 +392,7 @@ def data_check(
 
     Examples:
 
-        oaecmlr data check cuhk03 --data-root ../shared/data/cuhk03-market
+        oaecmlr data check cuhk03 --data-root ~/data/cuhk03-np
 
         oaecmlr data check market --decode --format json
 

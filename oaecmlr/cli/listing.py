@@ -1,7 +1,7 @@
 """`oaecmlr runs`: one line per run, a table for people and JSON for programs, filtered by `--where`.
 
-The table always keeps the metrics and the part of each name that tells runs apart: on a narrow
-terminal it drops low-value columns first, then shortens names in the middle.
+The table keeps run names whole: on a narrow terminal it drops the other columns first, those
+of least value first, the metrics last.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def parse_where(text: str):
             return text
 
     wanted = number(raw)
+    if metric and isinstance(wanted, str):
+        raise CliError(f"--where {text!r}: {key} is a number (a fraction, e.g. '{key}>0.2'), not {raw!r}")
 
     def keep(row: dict, config: dict) -> bool:
         value = value_of(row, config)
@@ -83,9 +85,17 @@ def parse_where(text: str):
             return {"==": value == target, "!=": value != target, ">": value > target, "<": value < target,
                     ">=": value >= target, "<=": value <= target}[op]
         except TypeError:
-            raise CliError(f"--where {text!r}: cannot compare {value!r} with {raw!r}") from None
+            kind = "a number" if isinstance(value, (int, float)) else "text"
+            raise CliError(f"--where {text!r}: {key} is {kind} and {raw!r} is not; compare it with {kind}") from None
 
     return keep
+
+
+def planned_epochs(epochs: int | None, configured) -> int | None:
+    """The target epochs of the events, else (a run still starting) those of its config.toml."""
+    if epochs is None and isinstance(configured, int) and not isinstance(configured, bool):
+        return configured
+    return epochs
 
 
 @dataclass
@@ -101,6 +111,7 @@ def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, pa
     for run in list_runs(runs_dir, warn=warn):
         row = run_row(summarize_run(run, warn=warn, history=False), read_meta(run, warn))
         config = {k: v for k, v in read_config(run, warn).items() if k not in NOT_CONFIG}
+        row["epochs"] = planned_epochs(row["epochs"], config.get("run.epochs"))
         if all(keep(row, config) for keep in filters):
             entries.append((row, config))
     if fmt == "json":
@@ -134,25 +145,17 @@ def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, pa
     console.print(table)
 
 
-def fit(columns: list[Column], rows: list[list[str]], width: int, min_name: int = 12):
-    """Drop the lowest-priority columns until the table fits `width`, then shorten the names (in
-    the middle). Two spaces separate columns."""
+def fit(columns: list[Column], rows: list[list[str]], width: int):
+    """Drop the columns of lowest priority until the table fits `width` (two spaces between
+    columns): names stay whole, so that they can be told apart and copied; only a name longer
+    than the whole width is shortened (in the middle)."""
     keep = list(range(len(columns)))
 
-    def needed(indices, name_width=None):
-        widths = []
-        for i in indices:
-            cells = [r[i] for r in rows] + [columns[i].header]
-            w = max(len(c) for c in cells)
-            widths.append(min(w, name_width) if i == 0 and name_width else w)
+    def needed(indices):
+        widths = [max(len(c) for c in [*(r[i] for r in rows), columns[i].header]) for i in indices]
         return sum(widths) + 2 * (len(widths) - 1)
 
-    while needed(keep, min_name) > width:
-        droppable = [i for i in keep if columns[i].priority > 1]
-        if not droppable:
-            break
-        keep.remove(max(droppable, key=lambda i: (columns[i].priority, i)))
-    spare = width - needed([i for i in keep if i != 0]) - 2
-    name_width = max(min_name, spare)
-    out_rows = [[shorten(r[i], name_width) if i == 0 else r[i] for i in keep] for r in rows]
+    while needed(keep) > width and len(keep) > 1:
+        keep.remove(max(keep[1:], key=lambda i: (columns[i].priority, i)))
+    out_rows = [[shorten(r[i], width) if i == 0 else r[i] for i in keep] for r in rows]
     return [columns[i] for i in keep], out_rows
