@@ -52,27 +52,27 @@ def show_run(name: str, runs_dir: str | None, fmt: str) -> None:
         console.print(escape("provenance: " + ", ".join(f"{k} {v}" for k, v in provenance.items())), highlight=False)
     defaults = Config().flat()
     changed = {k: v for k, v in _flat(details["config"]).items() if defaults.get(k) != v}
-    settings = Table("setting", "value", title="config (keys that differ from the built-in defaults; "
-                                                 "--format json has all)", title_justify="left")
+    settings = table("setting", "value", title="config (keys that differ from the built-in defaults; "
+                                                 "--format json has all)")
     for key, value in changed.items():
         settings.add_row(escape(key), escape(cell(value)))
     console.print(settings)
-    evaluations = Table("epoch", "mAP", "R1", "R5", "R10", "mINP", title="evaluations", title_justify="left")
+    evaluations = table("epoch", "mAP", "R1", "R5", "R10", "mINP", title="evaluations")
     for e in details["evaluations"]:
         evaluations.add_row(str(e["epoch"]), pct(e["mAP"]), pct(e["rank1"]), pct(e["rank5"]), pct(e["rank10"]),
                             pct(e["mINP"]))
     console.print(evaluations)
-    clusters = Table("epoch", "clusters", "x-cam", "outliers", "after OAE", "assigned", "OAE prec", "purity", "NMI",
-                     "CMLR H", "seconds", title="clustering", title_justify="left")
+    clusters = table("epoch", "clusters", "x-cam", "outliers", "after OAE", "assigned", "OAE prec", "purity", "NMI",
+                     "CMLR H", "time (s)", title="clustering")
     for c in details["clusters"]:
         clusters.add_row(str(c["epoch"]), str(c["clusters"]), pct(c.get("cross_camera")), str(c["outliers_before"]),
                          str(c["outliers_after"]), str(c["oae_assigned"]), pct(c.get("oae_precision")),
                          pct(c.get("purity")), pct(c.get("nmi")), f"{c.get('cmlr_entropy', 0):.3f}",
                          f"{sum(c.get('timings', {}).values()):.1f}")
     console.print(clusters)
-    method = Table("epoch", "OAE pair", "OAE maj", "ceiling", "assigned", "same cam", "mass clean", "mass mislab",
+    method = table("epoch", "OAE pair", "OAE maj", "ceiling", "assigned", "same cam", "mass clean", "mass mislab",
                    "AUROC", "KL", "mislab", title="OAE and CMLR against ground truth (%; AUROC and KL in nats as "
-                   "numbers)", title_justify="left")
+                   "numbers)")
     for c in details["clusters"]:
         if c.get("oae_ceiling") is None and c.get("cmlr_kl") is None:
             continue
@@ -86,6 +86,15 @@ def show_run(name: str, runs_dir: str | None, fmt: str) -> None:
                        number("cmlr_auroc"), number("cmlr_kl"), pct(c.get("cmlr_mislabelled")))
     if method.row_count:
         console.print(method)
+
+
+def table(*headers: str, title: str) -> Table:
+    """A table whose headers are never cut: each word of a header on its own line, no rules, one
+    space between columns, so that even the widest (eleven columns) fits 80 columns."""
+    out = Table(title=title, title_justify="left", box=None, padding=(0, 1, 0, 0), header_style="bold underline")
+    for header in headers:
+        out.add_column("\n".join(header.split()), no_wrap=True)
+    return out
 
 
 def _flat(mapping: dict) -> dict:

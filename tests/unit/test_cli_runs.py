@@ -221,3 +221,12 @@ def test_where_with_a_word_for_a_number_is_one_clear_line(runs, monkeypatch, cap
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 1 and capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_show_at_80_columns_cuts_no_column_header(runs):
+    out = runner.invoke(app, ["show", "done", "--runs-dir", str(runs)], env={"COLUMNS": "80"}).stdout
+    assert "…" not in out and all(len(line.rstrip()) <= 80 for line in out.splitlines())
+    words = set(out.split())
+    for header in ("epoch", "clusters", "x-cam", "outliers", "after", "OAE", "assigned", "prec", "purity", "NMI",
+                   "CMLR", "H", "time", "(s)", "mAP", "R10", "mINP"):
+        assert header in words, header
