@@ -85,7 +85,7 @@ class RunsScreen(Screen):
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter"),
-        Binding("escape", "focus_table", "Table", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("n", "new", "New"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
@@ -241,7 +241,11 @@ class RunsScreen(Screen):
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
-    def action_focus_table(self) -> None:
+    def action_clear_filter(self) -> None:
+        """Esc, in the filter or the table: every run again, and the table in focus."""
+        self.query_one("#filter", Input).value = ""
+        self.filter = ""
+        self.data_changed()
         self.table.focus()
 
     # runs ---------------------------------------------------------------------------------------

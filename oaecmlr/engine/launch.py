@@ -28,20 +28,19 @@ from oaecmlr.engine.parent_death import die_with_parent
 from oaecmlr.engine.recorder import Listener
 from oaecmlr.engine.rundata import load_splits
 from oaecmlr.engine.train_process import train_process
-from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
+from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunFailed
 from oaecmlr.models import build_model
 from oaecmlr.store.metrics import Best
 from oaecmlr.store.processes import identity
 from oaecmlr.store.runs import (
     RunDir,
+    check_resumable,
     checkpoint_file,
     clean_stale_temp_files,
     create_run,
     find_run,
-    live_state,
     load_run_config,
     run_dir,
-    summarize_run,
 )
 
 
@@ -141,20 +140,7 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None, gpus: st
     its new target and workers (a run resumes on any number of workers). A finished run's history
     stays as it is: training continues after its end."""
     run = find_run(name, runs_dir)
-    status = run.read_status()
-    if live_state(status, None) == "running":
-        raise RunError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
-                       f"stop it first with `oaecmlr stop {run.name}`")
-    summary = summarize_run(run, warn=lambda message: None)
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
-    if summary.finished and (epochs is None or epochs <= summary.epoch):
-        more = "" if epochs is None else f"; --epochs {epochs} is not more than that"
-        raise RunError(f"run {run.name} finished its {summary.epoch} epochs{more}; to train it further, resume with "
-                       f"--epochs N above {summary.epoch} (or start a new run with --init {run.name})")
-    if epochs is not None and not summary.finished and epochs < summary.epoch:
-        raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
-                          "in the past")
+    check_resumable(run, epochs)
     config = checked_run_config(run)
     if epochs is not None:
         config.run.epochs = epochs

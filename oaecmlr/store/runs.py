@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oaecmlr.errors import RunError
+from oaecmlr.errors import ConfigError, RunError
 from oaecmlr.formatting import printable
 from oaecmlr.store import ondisk
 from oaecmlr.store.events import EventTail, EventWriter
@@ -213,6 +213,25 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
         return "running" if pid is not None and pid_alive(pid) and not recycled(status, pid) else "stale"
     updated = status.get("updated", 0)
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
+
+
+def check_resumable(run: RunDir, epochs: int | None = None) -> None:
+    """Refuse in one line to resume a run that is running, or a finished one to no more epochs
+    (`--epochs`: the new target). Reads only the run folder, so the dashboard answers at once."""
+    status = run.read_status()
+    if live_state(status, None) == "running":
+        raise RunError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
+                       f"stop it first with `oaecmlr stop {run.name}`")
+    summary = summarize_run(run, warn=lambda message: None, history=False)
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if summary.finished and (epochs is None or epochs <= summary.epoch):
+        more = "" if epochs is None else f"; --epochs {epochs} is not more than that"
+        raise RunError(f"run {run.name} finished its {summary.epoch} epochs{more}; to train it further, resume with "
+                       f"--epochs N above {summary.epoch} (or start a new run with --init {run.name})")
+    if epochs is not None and not summary.finished and epochs < summary.epoch:
+        raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
+                          "in the past")
 
 
 def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None, history: bool = True) -> RunSummary:

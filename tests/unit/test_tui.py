@@ -171,6 +171,20 @@ def test_filter_narrows_rows_and_sorting_changes_order(runs):
     drive(app, scenario)
 
 
+@pytest.mark.parametrize("keys", [(), ("enter",)], ids=["in the filter", "in the table"])
+def test_escape_clears_the_filter(runs, keys):
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        await pilot.press("slash", *"runn", *keys)
+        assert row_names(app) == ["beta-running"]
+        await pilot.press("escape")
+        assert row_names(app) == ["gamma-failed", "beta-running", "alpha-finished"]
+        assert app.query_one("#filter").value == "" and app.focused is table(app)
+
+    drive(app, scenario)
+
+
 def test_stale_run_is_marked(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -334,7 +348,10 @@ def test_gpu_lines_with_and_without_nvml(monkeypatch):
     from oaecmlr_tui import gpu
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(gpu, "nvidia_driver", lambda: True)
     assert gpu.gpu_lines() == ("GPU: not available (pynvml is not installed: pip install nvidia-ml-py)",)
+    monkeypatch.setattr(gpu, "nvidia_driver", lambda: False)  # no GPU here: nothing to install
+    assert gpu.gpu_lines() == ("GPU: none (no NVIDIA driver on this machine)",)
 
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
@@ -417,6 +434,21 @@ def test_resume_of_a_live_run_is_a_notification(runs):
         assert "still running" in notes[-1][1]
 
     drive(app, scenario)
+
+
+def test_resume_of_a_live_run_is_refused_at_once_without_the_engine(runs, monkeypatch):
+    notes, called = [], []
+    monkeypatch.setattr(actions, "resume", lambda *args: called.append(args))  # the engine path: never taken
+    app = app_for(runs, notes)
+
+    async def scenario(pilot):
+        await pilot.press("down", "r")  # beta-running: its pid (this process) is alive
+        await pilot.pause()
+        assert notes and notes[-1][0] == "error" and "beta-running is still running" in notes[-1][1]
+        assert "stop it first with `oaecmlr stop beta-running`" in notes[-1][1]
+
+    drive(app, scenario)
+    assert called == []
 
 
 def test_launch_form_with_unknown_preset_shows_an_error(runs):
