@@ -7,12 +7,12 @@ of least value first, the metrics last.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
 from rich import box
 from rich.table import Table
 
+from oaecmlr import formatting
 from oaecmlr.cli.common import cell, console, err_console, escape, print_json, warn
 from oaecmlr.errors import CliError
 from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
@@ -30,9 +30,7 @@ METRIC_KEYS = {"map": "mAP", "r1": "rank1", "rank1": "rank1", "r5": "rank5", "ra
 def run_row(summary: RunSummary, meta: dict | None = None) -> dict:
     """One line of `oaecmlr runs`: numbers as fractions, times as unix seconds."""
     best = summary.best
-    elapsed = summary.elapsed
-    if summary.status == "running" and summary.started and summary.resumes == 0:
-        elapsed = time.time() - summary.started
+    elapsed = summary.elapsed_until(formatting.now())
     meta = meta or {}
     return {"name": summary.name, "dataset": summary.dataset, "status": summary.status, "epoch": summary.epoch,
             "epochs": summary.epochs, "best_mAP": best.mAP if best else None,

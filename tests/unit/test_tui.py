@@ -825,3 +825,25 @@ def test_note_column_is_absent_without_notes_and_sized_to_the_longest(runs):
         assert table(app).columns["note"].width == len("short")
 
     drive(app, scenario, size=(170, 30))
+
+
+def test_elapsed_of_a_running_run_agrees_with_runs_and_the_title_does_not_wrap(runs, monkeypatch, capsys):
+    from oaecmlr_tui.fmt import summary_line
+
+    from oaecmlr.cli.listing import show_runs
+    from oaecmlr.formatting import duration
+
+    clock = T0 + 100 + 3600  # an hour after beta-running started: its last event is minutes older
+    monkeypatch.setattr("oaecmlr.formatting.now", lambda: clock)
+    show_runs(str(runs), "json")
+    listed = {row["name"]: row["elapsed"] for row in json.loads(capsys.readouterr().out)}
+    assert listed["beta-running"] == pytest.approx(3600, abs=1) and listed["alpha-finished"] < 100
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        assert cell(app, "beta-running", "elapsed") == duration(listed["beta-running"]) == "1h00m"
+        assert cell(app, "alpha-finished", "elapsed") == duration(listed["alpha-finished"])
+        title = summary_line(app.runs["beta-running"])  # what the run screen's title bar shows first
+        assert title.no_wrap and title.plain.startswith("beta-running  ● running  elapsed 1h00m  synthetic")
+
+    drive(app, scenario)
