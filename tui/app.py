@@ -19,7 +19,7 @@ from textual.app import App
 from textual.worker import get_current_worker
 
 from oaecmlr.formatting import printable
-from oaecmlr.store.runs import RunDir, runs_root
+from oaecmlr.store.runs import RunDir, RunMeta, check_resumable, runs_root
 from oaecmlr.store.summary import RunSummary
 
 from . import actions
@@ -27,7 +27,7 @@ from .gpu import gpu_lines
 from .messages import ActionResult, CorruptEvents, GpuStatus, LogTail, ProcessStatus, RunsUpdated
 from .procs import ProcessProbe
 from .runs_screen import RunsScreen
-from .tailer import RunMeta, RunTracker, read_log_tail
+from .tailer import RunTracker, read_log_tail
 
 ProcessProbeFn = Callable[[dict, str], str]  # (status.json, live state) -> the CPU/RAM line
 
@@ -194,8 +194,18 @@ class Dashboard(App):
             return
         self.open_launch(request, title=f"Clone of {name}")
 
-    @work(thread=True, group="actions")
     def resume_run(self, name: str) -> None:
+        """`r`: what the run folder alone can refuse (a running run, a finished one) is said at once;
+        the engine, seconds to import, checks the rest in a worker."""
+        try:
+            check_resumable(RunDir(self.root / name))
+        except actions.KNOWN_ERRORS as exc:
+            self.notify(printable(str(exc)), severity="error")
+            return
+        self._resume_in_background(name)
+
+    @work(thread=True, group="actions")
+    def _resume_in_background(self, name: str) -> None:
         try:
             run = actions.resume(RunDir(self.root / name), self.runs_dir)
         except Exception as exc:  # known errors read well as they are; others get their type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from oaecmlr import formatting
 from oaecmlr.formatting import duration, epoch_text, pct
 from oaecmlr.store.summary import RunSummary
 
@@ -28,14 +29,16 @@ def status_text(status: str) -> Text:
 
 
 def summary_line(run: RunSummary) -> Text:
-    """`name  status  dataset  epoch e/E  best mAP .. R1 .. (epoch b)` for a screen's title bar."""
+    """`name  status  elapsed t  dataset  epoch e/E  best mAP .. R1 .. (epoch b)` for a screen's
+    title bar, on one line that never wraps: what a narrow screen cuts is the end, never the time.
+    The elapsed time runs on with the clock, as `oaecmlr runs` counts it."""
     best = run.best
-    line = Text(run.name, style="bold")
+    line = Text(run.name, style="bold", no_wrap=True, overflow="ellipsis")
     line.append("  ")
     line.append_text(status_text(run.status))
+    line.append(f"  elapsed {duration(run.elapsed_until(formatting.now()))}", style="dim")
     line.append(f"  {run.dataset or '-'}  epoch {epoch_text(run.epoch, run.epochs)}  best mAP "
                 f"{pct(best.mAP if best else None)} R1 {pct(best.rank1 if best else None)}")
     if best:
         line.append(f" (epoch {best.epoch})", style="dim")
-    line.append(f"  elapsed {duration(run.elapsed)}", style="dim")
     return line

@@ -9,6 +9,8 @@ machine's other GPUs after them under their NVML numbers.
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Sequence
 
 _state: dict = {}
@@ -19,6 +21,8 @@ def gpu_lines(run_gpus: Sequence[dict] = ()) -> tuple[str, ...]:
     try:
         import pynvml
     except ImportError:
+        if not nvidia_driver():
+            return ("GPU: none (no NVIDIA driver on this machine)",)
         return ("GPU: not available (pynvml is not installed: pip install nvidia-ml-py)",)
     try:
         if not _state.get("init"):
@@ -44,6 +48,12 @@ def gpu_lines(run_gpus: Sequence[dict] = ()) -> tuple[str, ...]:
             lines.append(f"run {name}: not seen by NVML on this machine")
     lines += [f"NVML {index}: {figures}" for uuid, (index, figures) in usage.items() if uuid not in shown]
     return tuple(lines) or ("GPU: NVML found no device",)
+
+
+def nvidia_driver() -> bool:
+    """Whether this machine has an NVIDIA driver (its /proc entry or a device node): only then is
+    NVML, and so `pip install nvidia-ml-py`, worth suggesting."""
+    return os.path.exists("/proc/driver/nvidia") or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def _text(value) -> str:

@@ -14,9 +14,8 @@ from typing import Any
 from textual.message import Message
 
 from oaecmlr.store.compare import Comparison, RunRecord
+from oaecmlr.store.runs import RunMeta
 from oaecmlr.store.summary import RunSummary
-
-from .tailer import RunMeta
 
 
 def frozen_message(cls):

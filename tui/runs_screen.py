@@ -8,11 +8,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from oaecmlr import formatting
 from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
+from oaecmlr.store.runs import NO_META, RunMeta
 from oaecmlr.store.summary import RunSummary
 
 from .fmt import status_text
-from .tailer import NO_META, RunMeta
 
 # (key, label, width, priority): the columns of `oaecmlr runs` after the mark, and the user's note
 # and tags; the name takes the width left. On a narrow screen the highest priorities go first (the
@@ -35,7 +36,7 @@ SORT_KEYS = {
     "xcam": lambda r: r.latest_clusters.cross_camera or -1.0 if r.latest_clusters else -1.0,
     "clusters": lambda r: r.latest_clusters.clusters if r.latest_clusters else -1,
     "start": lambda r: r.started or 0.0,
-    "elapsed": lambda r: r.elapsed or 0.0,
+    "elapsed": lambda r: r.elapsed_until(formatting.now()) or 0.0,
 }
 SORT_CYCLE = ("start", "name", "status", "map", "r1", "elapsed", "dataset", "epoch", "xcam", "clusters")
 ROW_STYLE = {"running": "green", "starting": "green"}
@@ -56,7 +57,7 @@ def row_cells(run: RunSummary, marked: bool, keys: tuple[str, ...], name_width: 
              "epoch": epoch_text(run.epoch, run.epochs), "map": pct(best.mAP if best else None),
              "r1": pct(best.rank1 if best else None), "xcam": pct(clusters.cross_camera if clusters else None, 0),
              "clusters": str(clusters.clusters if clusters else "-"), "start": clock(run.started),
-             "elapsed": duration(run.elapsed), "note": cut_end(meta.text(), note_width)}
+             "elapsed": duration(run.elapsed_until(formatting.now())), "note": cut_end(meta.text(), note_width)}
     cells = []
     for key in keys:
         if key == "status":
@@ -85,7 +86,7 @@ class RunsScreen(Screen):
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter"),
-        Binding("escape", "focus_table", "Table", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("n", "new", "New"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
@@ -241,7 +242,11 @@ class RunsScreen(Screen):
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
-    def action_focus_table(self) -> None:
+    def action_clear_filter(self) -> None:
+        """Esc, in the filter or the table: every run again, and the table in focus."""
+        self.query_one("#filter", Input).value = ""
+        self.filter = ""
+        self.data_changed()
         self.table.focus()
 
     # runs ---------------------------------------------------------------------------------------

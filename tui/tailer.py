@@ -9,36 +9,14 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from oaecmlr.formatting import printable
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import NAME_PATTERN, RunDir, live_state, read_meta, runs_root
+from oaecmlr.store.runs import NAME_PATTERN, NO_META, RunDir, RunMeta, live_state, read_meta, runs_root
 from oaecmlr.store.summary import RunFold, RunSummary
 
 READ_PER_POLL = 8 * 1024 * 1024  # bytes of one run's events read per poll: a huge file never stalls the others
-
-
-@dataclass(frozen=True)
-class RunMeta:
-    """The user's note and tags of a run (`oaecmlr note RUN "text" --tag T`, in RUN/meta.json)."""
-
-    note: str = ""
-    tags: tuple[str, ...] = ()
-
-    def text(self) -> str:
-        """`#tag1 #tag2 note`, as the runs table shows it."""
-        return " ".join([f"#{tag}" for tag in self.tags] + ([self.note] if self.note else []))
-
-    def matches(self, needle: str) -> bool:
-        """Whether a lower-case filter text is part of the note or of a tag; `#word`: of a tag only."""
-        if needle.startswith("#"):
-            return any(needle[1:] in tag.lower() for tag in self.tags)
-        return needle in self.note.lower() or any(needle in tag.lower() for tag in self.tags)
-
-
-NO_META = RunMeta()
 
 
 class RunFeed:
@@ -78,8 +56,7 @@ class RunFeed:
         if key == self._meta_key:
             return False
         self._meta_key = key
-        meta = read_meta(self.run, self.warn) if key is not None else {}
-        new = RunMeta(meta.get("note", "").strip(), tuple(meta.get("tags", ())))
+        new = RunMeta.from_dict(read_meta(self.run, self.warn) if key is not None else {})
         changed, self.meta = new != self.meta, new
         return changed
 

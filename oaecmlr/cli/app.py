@@ -69,7 +69,7 @@ def run(
 
         oaecmlr run demo
 
-        oaecmlr run cuhk03 --data-root ../shared/data/cuhk03-market --arch mobilenet_v2 --pretrained mobilenet_v2_imagenet.pth
+        oaecmlr run cuhk03 --data-root ~/data/cuhk03-np --arch mobilenet_v2 --pretrained mobilenet_v2_imagenet.pth
 
         oaecmlr run market --gpus 0,1 --pretrained resnet50-0676ba61.pth --set oae.rho=0 --set cmlr.lam=0
     """
@@ -143,7 +143,7 @@ def show(
 
         oaecmlr show demo-20261126-101500 --format json | jq .best.mAP
     """
-    from oaecmlr.cli.views import show_run
+    from oaecmlr.cli.show import show_run
 
     show_run(run_name, runs_dir, format.value)
 
@@ -168,7 +168,7 @@ def runs_list(
 
         oaecmlr runs --where tag=baseline --format json | jq '.[].name'
     """
-    from oaecmlr.cli.views import show_runs
+    from oaecmlr.cli.listing import show_runs
 
     show_runs(runs_dir, format.value, where, params)
 
@@ -190,7 +190,7 @@ def note(
 
         oaecmlr note demo-a --untag baseline
     """
-    from oaecmlr.cli.views import note_run
+    from oaecmlr.cli.control import note_run
 
     note_run(run_name, runs_dir, text, tag or [], untag or [])
 
@@ -208,7 +208,7 @@ def compare_cmd(
     run_names: Annotated[list[str], typer.Argument(metavar="RUN_A RUN_B [RUN_C ...]", help="Two or more runs; the first is the reference for the deltas.")],
     runs_dir: RunsDir = None,
     format: Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv (metric table), md or latex (a tabular).")] = CompareFormat.table,
-    plot: Annotated[str | None, typer.Option("--plot", help="Also write mAP, R1 and clusters per epoch to this PNG (needs matplotlib).")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also write mAP, R1 and clusters per epoch to this PNG, PDF or SVG file (by its ending; needs matplotlib).")] = None,
 ) -> None:
     """Compare runs: best and final metrics, deltas per evaluation, clusters per epoch, the config
     diff, comparability warnings, and mean ± std over runs that differ only in their seed.
@@ -240,7 +240,7 @@ def stop(
 
         oaecmlr stop market-20261126-101500
     """
-    from oaecmlr.cli.views import stop_run
+    from oaecmlr.cli.control import stop_run
 
     stop_run(run_name, runs_dir)
 
@@ -392,7 +392,7 @@ def data_check(
 
     Examples:
 
-        oaecmlr data check cuhk03 --data-root ../shared/data/cuhk03-market
+        oaecmlr data check cuhk03 --data-root ~/data/cuhk03-np
 
         oaecmlr data check market --decode --format json
 
@@ -435,7 +435,7 @@ def doctor(runs_dir: RunsDir = None) -> None:
 
         oaecmlr doctor
     """
-    from oaecmlr.cli.views import doctor_report
+    from oaecmlr.cli.doctor import doctor_report
 
     ok = doctor_report(runs_dir)
     raise typer.Exit(0 if ok else 1)

@@ -87,3 +87,15 @@ def one_line_warnings() -> None:
             pass
 
     warnings.showwarning = show
+
+
+def warn(message: str) -> None:
+    """A problem the command works around (a skipped corrupt line, an unreadable field): one line on stderr."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def cell(value: Any) -> str:
+    """A setting's value in a table: true/false, `-` for none."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "-" if value is None else str(value)

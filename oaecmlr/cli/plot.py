@@ -1,13 +1,15 @@
 """`compare --plot`: mAP and R1 per evaluation, clusters and cross-camera share per epoch.
 
 Runs that differ only in their seed are drawn as one line (the mean) in a band (± one sample
-standard deviation), labelled by the settings that tell the groups apart, not by folder names.
-The file type follows the name: .png, .pdf or .svg. matplotlib is imported here only.
+standard deviation). Lines are labelled with run names; the settings that tell them apart are a
+table under the plot. The file type follows the name: .png, .pdf or .svg. matplotlib is imported
+here only.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from oaecmlr.errors import CliError
@@ -17,9 +19,19 @@ FORMATS = (".png", ".pdf", ".svg")
 MARKERS = "os^Dv<>p*h"
 
 
-def groups_of(records: list[RunRecord]) -> tuple[list[tuple[str, list[RunRecord]]], str]:
-    """Runs grouped by their settings without the seed, each with a legend label made of the keys
-    that differ between groups; and a title line of the settings all groups share."""
+@dataclass(frozen=True)
+class Layout:
+    """What `compare --plot` draws besides the curves: one (label, runs) per line, labelled with run
+    names; the settings that tell the lines apart as a table (header, one row per line); and a title
+    made of the dataset and arch when every run shares them."""
+
+    groups: list[tuple[str, list[RunRecord]]]
+    table: tuple[list[str], list[list[str]]]
+    title: str
+
+
+def layout_of(records: list[RunRecord]) -> Layout:
+    """Runs that differ only in their seed make one line, labelled `a, b (seeds 1,2)`."""
     keyed: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
         keyed[tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in NOT_CONFIG))].append(r)
@@ -27,15 +39,14 @@ def groups_of(records: list[RunRecord]) -> tuple[list[tuple[str, list[RunRecord]
     firsts = [{k: v for k, v in m[0].config.items() if k not in NOT_CONFIG} for m in members]
     diff = config_diff(firsts, [str(i) for i in range(len(members))])
     labels = []
-    for i, group in enumerate(members):
-        parts = [f"{key.split('.', 1)[-1] if _unique_leaf(key, diff) else key}={values[str(i)]}"
-                 for key, values in diff.items()]
-        label = ", ".join(parts) if parts else group[0].name
+    for group in members:
         seeds = [str(r.config.get("run.seed")) for r in group]
-        labels.append(label + (f" (seeds {','.join(seeds)})" if len(group) > 1 else ""))
-    shared = members[0][0].config if members else {}
-    title = " · ".join(str(shared.get(k)) for k in ("data.dataset", "model.arch") if shared.get(k) is not None)
-    return list(zip(labels, members)), title
+        labels.append(", ".join(r.name for r in group) + (f" (seeds {','.join(seeds)})" if len(group) > 1 else ""))
+    header = ["run", *(key.split(".", 1)[-1] if _unique_leaf(key, diff) else key for key in diff)]
+    rows = [[label, *(str(values[str(i)]) for values in diff.values())] for i, label in enumerate(labels)]
+    shared = [str(firsts[0][k]) for k in ("data.dataset", "model.arch")
+              if members and k in firsts[0] and k not in diff]
+    return Layout(list(zip(labels, members)), (header, rows) if diff else (header, []), " · ".join(shared))
 
 
 def _unique_leaf(key: str, diff: dict) -> bool:
@@ -66,8 +77,13 @@ def plot_runs(records: list[RunRecord], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups, title = groups_of(records)
-    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2), dpi=110, constrained_layout=True)
+    layout = layout_of(records)
+    groups, title = layout.groups, layout.title
+    header, rows = layout.table
+    table_height = 0.3 * (len(rows) + 1) + 0.3 if rows else 0.0
+    fig = plt.figure(figsize=(20, 5.2 + 0.5 + table_height), dpi=110, layout="constrained")
+    grid = fig.add_gridspec(3 if rows else 2, 4, height_ratios=[5.2, 0.5, table_height][:3 if rows else 2])
+    axes = [fig.add_subplot(grid[0, i]) for i in range(4)]
     panels = [("mAP (%)", lambda r: {e.epoch: 100 * e.mAP for e in r.summary.evaluations}),
               ("rank-1 (%)", lambda r: {e.epoch: 100 * e.rank1 for e in r.summary.evaluations}),
               ("clusters", lambda r: {c.epoch: c.clusters for c in r.summary.clusters}),
@@ -94,7 +110,16 @@ def plot_runs(records: list[RunRecord], path: str | Path) -> Path:
         if len(handles) == len(groups):
             break
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=10, frameon=False)
+        legend_ax = fig.add_subplot(grid[1, :])
+        legend_ax.axis("off")
+        legend_ax.legend(handles, labels, loc="center", ncol=min(4, len(labels)), fontsize=10, frameon=False)
+    if rows:  # the settings that tell the lines apart
+        table_ax = fig.add_subplot(grid[2, :])
+        table_ax.axis("off")
+        table = table_ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(10)
+        table.auto_set_column_width(list(range(len(header))))
     bands = " (mean ± std over seeds)" if any(len(m) > 1 for _, m in groups) else ""
     fig.suptitle(f"{title}{bands}" if title else f"run comparison{bands}", fontsize=14)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ problem raises `DatasetError` with one line naming the file (and the line of a l
 the message never holds a control character (they are shown escaped, e.g. \\x1b). A split whose
 size differs from the standard release warns (`DatasetCountWarning`); a CUHK03 folder that is a
 subset of CUHK03-NP gets one `DatasetNote` instead. Record paths are absolute; camids are 0-based;
-pid -1 (junk) is dropped everywhere.
+pid -1 (junk) is dropped everywhere. A folder that looks like another release (`recognise`: its
+file names and camera count) is refused in one line that names it: `market-subset looks like Market-1501`.
 
 Ids: pids and camids (and the camera numbers of file names) are plain decimal integers of at most
 `MAX_ID` = 2**31 - 1 = 2,147,483,647, so they fit an int32 and leave room in int64 arithmetic;
@@ -390,7 +391,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}, 15, "MSMT17"),
     # expected is per variant: CUHK03_NP
     DatasetSpec("cuhk03", (), ("cuhk03-np", "cuhk03_np", "cuhk03np", "cuhk03-market"), CUHK03_LAYOUT,
-                _has_cuhk03_layout, _parse_market),
+                _has_cuhk03_layout, _parse_market, None, 2, "CUHK03"),
     DatasetSpec("manifest", (), (), MANIFEST_LAYOUT, lambda d: (d / "manifest.csv").is_file(), _parse_manifest),
     DatasetSpec("synthetic", (), (), "no files", lambda d: True, lambda d, **_: {}),
 ]}
@@ -492,6 +493,8 @@ def _load(spec: DatasetSpec, data_root, cuhk03: str, allow_outside: bool) -> Ima
         folder, variant, how = _cuhk03_folder(folder, cuhk03)
     parsed = spec.parse(folder, allow_outside=allow_outside, container=container)
     splits = ImageSplits(spec.name, *(sorted(parsed[s], key=lambda r: r.path) for s in SPLITS), root=str(folder))
+    if spec.release:
+        _refuse_another_release(splits, spec)
     if spec.name == "cuhk03":
         counts = {s: (len(splits.split(s)), num_ids(splits.split(s))) for s in SPLITS}
         if variant is None:
@@ -504,6 +507,63 @@ def _load(spec: DatasetSpec, data_root, cuhk03: str, allow_outside: bool) -> Ima
     else:
         _warn_if_unusual(splits, spec)
     return splits
+
+
+# ---------------------------------------------------------------- which release a folder looks like
+
+# What the file names of a release look like: 0002_c1s1_000451_03.jpg, 0001_c2_f0046182.jpg, 0001_c1_1.png.
+RELEASE_NAMES = {
+    "market1501": re.compile(r"(-1|\d{4})_c[1-6]s\d_\d{6}_\d{2}\.jpg", re.ASCII),
+    "dukemtmcreid": re.compile(r"\d{4}_c[1-8]_f\d{7}\.jpg", re.ASCII),
+    "cuhk03": re.compile(r"\d{4}_c[12]_\d+\.png", re.ASCII),  # CUHK03-NP as released
+}
+SHORT_NAMES = {"market1501": "market", "dukemtmcreid": "duke"}  # as presets and `data check` know them
+NAME_SHARE = 0.9  # of the file names that must look like a release's for the names to decide
+JUDGE_MIN_IMAGES = 100  # below, Market-style names and a few cameras cannot tell a small subset from another release
+
+
+def recognise(splits: ImageSplits) -> tuple[str, str] | None:
+    """(dataset name, why) of the release a parsed folder looks like, or None when it looks like none.
+
+    Duke's and CUHK03-NP's file names are their own. Market-style names (`0002_c1s1_000451_03.jpg`)
+    are also what CUHK03 converted to the Market layout uses, so for them the camera count decides:
+    two cameras is CUHK03, three to six Market-1501, in a folder of at least `JUDGE_MIN_IMAGES`
+    images. Cameras beyond c8 exist only in MSMT17 (15)."""
+    records = [r for s in SPLITS for r in splits.split(s)]
+    if not records:
+        return None
+    cameras = len({r.camid for r in records})
+    names = [os.path.basename(r.path) for r in records]
+
+    def share(dataset: str) -> float:
+        return sum(RELEASE_NAMES[dataset].fullmatch(n) is not None for n in names) / len(names)
+
+    def names_like(dataset: str) -> str:
+        example = next(n for n in names if RELEASE_NAMES[dataset].fullmatch(n))
+        return f"file names such as {example}, {cameras} camera{'s' if cameras > 1 else ''}"
+
+    for dataset in ("dukemtmcreid", "cuhk03"):
+        if share(dataset) >= NAME_SHARE:
+            return dataset, names_like(dataset)
+    if max(r.camid for r in records) + 1 > DATASETS["dukemtmcreid"].cameras:
+        return "msmt17", f"camera numbers up to c{max(r.camid for r in records) + 1}; only MSMT17 has more than 8"
+    if share("market1501") >= NAME_SHARE and len(records) >= JUDGE_MIN_IMAGES:
+        if cameras <= DATASETS["cuhk03"].cameras:
+            return "cuhk03", (f"{names_like('market1501')} in {len(records):,} images: CUHK03 converted to the "
+                              "Market layout")
+        return "market1501", names_like("market1501")
+    return None
+
+
+def _refuse_another_release(splits: ImageSplits, spec: DatasetSpec) -> None:
+    """A folder of another release is refused in one line that names the release it looks like."""
+    looks = recognise(splits)
+    if looks is None or looks[0] == spec.name:
+        return
+    other = DATASETS[looks[0]]
+    raise DatasetError(f"{splits.root} looks like {other.release} ({looks[1]}), not {spec.release}: use the dataset "
+                       f"{SHORT_NAMES.get(other.name, other.name)} for it, or point --data-root at the {spec.release} "
+                       "folder")
 
 
 def _note(message: str) -> None:

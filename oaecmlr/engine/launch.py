@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -27,19 +28,19 @@ from oaecmlr.engine.parent_death import die_with_parent
 from oaecmlr.engine.recorder import Listener
 from oaecmlr.engine.rundata import load_splits
 from oaecmlr.engine.train_process import train_process
-from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunError, RunFailed
+from oaecmlr.errors import ConfigError, DatasetError, OaecmlrError, RunFailed
+from oaecmlr.models import build_model
 from oaecmlr.store.metrics import Best
 from oaecmlr.store.processes import identity
 from oaecmlr.store.runs import (
     RunDir,
+    check_resumable,
     checkpoint_file,
     clean_stale_temp_files,
     create_run,
     find_run,
-    live_state,
     load_run_config,
     run_dir,
-    summarize_run,
 )
 
 
@@ -50,8 +51,10 @@ def default_name(config: Config, preset: str | None) -> str:
 
 
 def check_inputs(config: Config) -> None:
-    """Everything that can be checked before the run folder exists: devices, data layout, --init."""
+    """Everything that can be checked before the run folder exists: devices, --pretrained, data layout, --init."""
     parse_gpus(config.run.gpus)
+    if config.model.pretrained:
+        check_pretrained(config)
     if config.data.dataset == "synthetic":
         images = synthetic_images(config)
     else:
@@ -65,13 +68,26 @@ def check_inputs(config: Config) -> None:
         for split in ("train", "query", "gallery"):
             check_images([r.path for r in splits.split(split)], config.data.height, config.data.width,
                          config.data.cache_dir or None, config.data.resize)
-    if config.model.pretrained and not Path(config.model.pretrained).is_file():
-        raise ConfigError(f"--pretrained file not found: {config.model.pretrained}")
     if config.model.init:
         path = checkpoint_file(config.model.init)
         if not path.is_file():
             raise ConfigError(f"--init: no checkpoint at {config.model.init} (give a run folder or a .pt file)")
         load_model_weights(path, config.model.arch)  # refuses another architecture before anything is written
+    elif not config.model.pretrained and config.data.dataset != "synthetic":
+        warnings.warn(f"{config.model.arch} trains from scratch: no --pretrained weights were given, and the paper's "
+                      f"recipes start from ImageNet weights (pass --pretrained FILE.pth)", stacklevel=2)
+
+
+def check_pretrained(config: Config) -> None:
+    """--pretrained must be a weights file that fits the model: it is loaded into one here (the torch
+    random state left as it was), so a picture, a folder or a cut file is refused before any run folder."""
+    path = Path(config.model.pretrained)
+    if path.is_dir():
+        raise ConfigError(f"--pretrained {path} is a folder; name the weights file (.pth) itself")
+    if not path.is_file():
+        raise ConfigError(f"--pretrained file not found: {path}")
+    with torch.random.fork_rng(devices=[]):
+        build_model(config.model.arch, path, config.model.pooling, config.model.last_stride)
 
 
 def prepare_run(config: Config, name: str | None = None, runs_dir: str | None = None,
@@ -124,20 +140,7 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None, gpus: st
     its new target and workers (a run resumes on any number of workers). A finished run's history
     stays as it is: training continues after its end."""
     run = find_run(name, runs_dir)
-    status = run.read_status()
-    if live_state(status, None) == "running":
-        raise RunError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
-                       f"stop it first with `oaecmlr stop {run.name}`")
-    summary = summarize_run(run, warn=lambda message: None)
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
-    if summary.finished and (epochs is None or epochs <= summary.epoch):
-        more = "" if epochs is None else f"; --epochs {epochs} is not more than that"
-        raise RunError(f"run {run.name} finished its {summary.epoch} epochs{more}; to train it further, resume with "
-                       f"--epochs N above {summary.epoch} (or start a new run with --init {run.name})")
-    if epochs is not None and not summary.finished and epochs < summary.epoch:
-        raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
-                          "in the past")
+    check_resumable(run, epochs)
     config = checked_run_config(run)
     if epochs is not None:
         config.run.epochs = epochs

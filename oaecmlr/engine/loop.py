@@ -213,6 +213,7 @@ class Loop:
         self.model.train()
         if self.watch.first_weights is None:  # the baseline of the weight-growth check: before any step
             self.watch.first_weights = float(parameter_norm(self.core))
+        self._interval_start = time.perf_counter()  # images/s: training only, not the clustering or evaluation before
         for iteration in range(labels.iteration, batches.shape[0]):
             index = batches[iteration]
             x = self.batch_images(index, host_batches[iteration])

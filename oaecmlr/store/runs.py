@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oaecmlr.errors import RunError
+from oaecmlr.errors import ConfigError, RunError
 from oaecmlr.formatting import printable
 from oaecmlr.store import ondisk
 from oaecmlr.store.events import EventTail, EventWriter
@@ -215,6 +215,25 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
 
 
+def check_resumable(run: RunDir, epochs: int | None = None) -> None:
+    """Refuse in one line to resume a run that is running, or a finished one to no more epochs
+    (`--epochs`: the new target). Reads only the run folder, so the dashboard answers at once."""
+    status = run.read_status()
+    if live_state(status, None) == "running":
+        raise RunError(f"run {run.name} is still running (pid {status.get('pid')} on {status.get('host')}); "
+                       f"stop it first with `oaecmlr stop {run.name}`")
+    summary = summarize_run(run, warn=lambda message: None, history=False)
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if summary.finished and (epochs is None or epochs <= summary.epoch):
+        more = "" if epochs is None else f"; --epochs {epochs} is not more than that"
+        raise RunError(f"run {run.name} finished its {summary.epoch} epochs{more}; to train it further, resume with "
+                       f"--epochs N above {summary.epoch} (or start a new run with --init {run.name})")
+    if epochs is not None and not summary.finished and epochs < summary.epoch:
+        raise ConfigError(f"run {run.name} has already finished {summary.epoch} epochs; --epochs {epochs} would end it "
+                          "in the past")
+
+
 def summarize_run(run: RunDir, events: list[Event] | None = None, warn=None, history: bool = True) -> RunSummary:
     """The summary of a run folder: its events folded, its status from status.json and liveness.
 
@@ -299,6 +318,32 @@ def load_run_config(run: RunDir) -> Config:
     from oaecmlr.config import config_from_dict, read_toml  # lazily: watching runs needs no config module
 
     return config_from_dict(read_toml(run.config))
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """The user's note and tags of a run (`oaecmlr note RUN "text" --tag T`, in RUN/meta.json)."""
+
+    note: str = ""
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> RunMeta:
+        """From what `read_meta` returns ({} gives the empty meta)."""
+        return cls(meta.get("note", "").strip(), tuple(meta.get("tags", ())))
+
+    def text(self) -> str:
+        """`#tag1 #tag2 note`, as the runs table and the dashboard show it."""
+        return " ".join([f"#{tag}" for tag in self.tags] + ([self.note] if self.note else []))
+
+    def matches(self, needle: str) -> bool:
+        """Whether a lower-case filter text is part of the note or of a tag; `#word`: of a tag only."""
+        if needle.startswith("#"):
+            return any(needle[1:] in tag.lower() for tag in self.tags)
+        return needle in self.note.lower() or any(needle in tag.lower() for tag in self.tags)
+
+
+NO_META = RunMeta()
 
 
 def read_meta(run: RunDir, warn: Warn | None = None) -> dict[str, Any]:

@@ -57,6 +57,13 @@ class RunSummary:
     events: int = 0
     gpus: tuple[dict, ...] = ()  # the workers' GPUs as last started or resumed (provenance; the dashboard's NVML map)
 
+    def elapsed_until(self, now: float) -> float | None:
+        """Time spent running as of `now`: a running run's current stretch lasts until now, not until
+        its last event (`runs` and the dashboard say the same)."""
+        if self.elapsed is None or self.last_time is None or self.status not in ("running", "starting"):
+            return self.elapsed
+        return self.elapsed + max(0.0, now - self.last_time)
+
     @property
     def dataset(self) -> str | None:
         return self.start.dataset if self.start else None

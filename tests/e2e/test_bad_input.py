@@ -145,3 +145,27 @@ def test_bad_manifests_name_file_and_line_and_leave_everything_intact(tmp_path, 
     assert_one_line_error(result, *needles)
     assert (data / "manifest.csv").read_text() == text and sorted(p.name for p in data.iterdir()) == before
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kind", ["picture", "missing", "folder", "cut"])
+def test_a_bad_pretrained_file_makes_no_run_folder(tmp_path, kind):
+    path = {"picture": tmp_path / "some.jpg", "missing": tmp_path / "absent.pth", "folder": tmp_path / "weights",
+            "cut": tmp_path / "cut.pth"}[kind]
+    if kind == "picture":
+        Image.new("RGB", (8, 8)).save(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "cut":
+        path.write_bytes(b"PK\x03\x04" + bytes(100))  # the start of a torch.save zip, cut short
+    result = cli("run", "demo", "--pretrained", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, str(path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_market_folder_is_not_trained_as_duke(tmp_path):
+    data = tmp_path / "Market-1501"
+    names = [f"{p:04d}_c{c}s1_{p * 10 + c:06d}_01.jpg" for p in range(1, 21) for c in range(1, 7)]
+    write_market_layout(data, train_names=names)
+    result = cli("run", "duke", "--gpus", "cpu", "--data-root", str(data), "--runs-dir", str(tmp_path / "runs"))
+    assert_one_line_error(result, f"{data} looks like Market-1501", "not DukeMTMC-reID: use the dataset market")
+    assert not (tmp_path / "runs").exists()

@@ -170,3 +170,37 @@ def test_start_is_the_first_event_even_when_images_are_decoded(tmp_path):
     assert any(isinstance(e, Loading) for e in seen)  # shown on the console
     events = events_of(run.path)
     assert events[0]["event"] == "start" and not any(e["event"] == "loading" for e in events)
+
+
+def test_images_per_second_count_training_only(tmp_path, monkeypatch):
+    """A clock that jumps 1000 s in every clustering and evaluation: the first interval of each
+    epoch must not include them (it measured from the previous epoch's last log before)."""
+    import time as real_time
+
+    from oaecmlr.engine import loop as loop_module
+    from oaecmlr.engine.usl import UnsupervisedLoop
+
+    class Clock:
+        offset = 0.0
+
+        def perf_counter(self):
+            return real_time.perf_counter() + self.offset
+
+        def __getattr__(self, name):
+            return getattr(real_time, name)
+
+    clock = Clock()
+    monkeypatch.setattr(loop_module, "time", clock)
+    for method in ("epoch_labels", "evaluate"):
+        slow = getattr(UnsupervisedLoop, method)
+
+        def jumping(self, epoch, slow=slow):
+            result = slow(self, epoch)
+            clock.offset += 1000.0
+            return result
+
+        monkeypatch.setattr(UnsupervisedLoop, method, jumping)
+    run = start_run(tiny_config("run.log_every=3"), "speed", str(tmp_path), preset="demo")
+    iters = [e for e in events_of(run.path) if e["event"] == "iter"]
+    assert [(e["epoch"], e["iteration"]) for e in iters] == [(1, 3), (2, 3)]
+    assert all(e["images_per_s"] > 48 / 100.0 for e in iters)  # 3 x 16 images in far less than 100 s

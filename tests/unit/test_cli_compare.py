@@ -109,3 +109,25 @@ def test_plot_without_matplotlib_says_how_to_install(runs, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     result = runner.invoke(app, ["compare", "base", "oae", "--plot", "x.png", "--runs-dir", str(runs)])
     assert result.exit_code != 0 and "pip install 'oaecmlr[plot]'" in str(result.exception)
+
+
+def test_plot_lines_are_run_names_and_their_settings_a_table(runs):
+    from oaecmlr.cli.plot import layout_of
+    from oaecmlr.store.compare import run_record
+    from oaecmlr.store.runs import find_run
+
+    records = [run_record(find_run(name, runs)) for name in ("base", "market", "s1", "s2")]
+    layout = layout_of(records)
+    assert [label for label, _ in layout.groups] == ["base", "market", "s1, s2 (seeds 1,2)"]
+    header, rows = layout.table
+    assert header == ["run", "lam", "dataset", "height", "rho"]
+    assert rows == [["base", "0.5", "synthetic", "256", "0.0"], ["market", "0.5", "market1501", "128", "1.0"],
+                    ["s1, s2 (seeds 1,2)", "0.3", "synthetic", "256", "1.0"]]
+    assert layout.title == "resnet50"  # the arch all share; not the first run's dataset for all
+    same = layout_of([run_record(find_run(name, runs)) for name in ("s1", "s2")])
+    assert same.title == "synthetic · resnet50" and same.table[1] == []
+
+
+def test_compare_help_names_every_plot_format():
+    text = " ".join(runner.invoke(app, ["compare", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert "PNG, PDF or SVG" in text

@@ -167,3 +167,66 @@ def test_the_cli_imports_no_optional_extras():
             "print(sorted(m for m in ('matplotlib', 'textual', 'oaecmlr_tui', 'torchvision') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_runs_shows_note_and_tags_as_the_dashboard_does(runs, monkeypatch):
+    """One rule (the store's RunMeta.text) builds `#tag note` for `runs` and for the dashboard."""
+    from oaecmlr.cli.common import console
+    from oaecmlr.store.runs import RunMeta, find_run, read_meta
+
+    monkeypatch.setattr(console, "_width", 200)
+    assert invoke("note", "done", "  lr halved  ", "--tag", "sweep", "--runs-dir", runs).exit_code == 0
+    shown = RunMeta.from_dict(read_meta(find_run("done", runs))).text()
+    assert shown == "#sweep lr halved"
+    line = next(line for line in invoke("runs", "--runs-dir", runs).stdout.splitlines() if line.startswith("done"))
+    assert line.rstrip().endswith("  " + shown)
+
+
+def test_runs_at_80_columns_keeps_names_whole_and_drops_other_columns(tmp_path):
+    names = ["demo-20261206-003706", "demo-20261206-003707", "market-20261206-101500-oae-cmlr-seed1"]
+    for name in names:
+        make_run(tmp_path, name, sets={"optim.lr": 0.00035 if name.startswith("demo") else 0.0007})
+    out = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)], env={"COLUMNS": "80"}).stdout
+    lines = out.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    rule = next(i for i, line in enumerate(lines) if line.startswith("───"))
+    assert [line.split()[0] for line in lines[rule + 1:]] == names  # whole, copyable
+    header = lines[rule - 1]
+    assert header.split()[:5] == ["name", "status", "epoch", "mAP", "R1"] and "note" not in header
+
+
+def test_a_run_without_events_yet_shows_its_planned_epochs(tmp_path):
+    make_run(tmp_path, "starting", state="running", sets={"run.epochs": 7})
+    (tmp_path / "starting" / "events.jsonl").write_text("")
+    assert json.loads(invoke("runs", "--runs-dir", tmp_path, "-f", "json").stdout)[0]["epochs"] == 7
+    assert " 0/7 " in invoke("runs", "--runs-dir", tmp_path).stdout
+    assert json.loads(invoke("show", "starting", "--runs-dir", tmp_path, "-f", "json").stdout)["epochs"] == 7
+    assert "epoch 0/7" in invoke("show", "starting", "--runs-dir", tmp_path).stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["data", "check"]])
+def test_help_shows_no_path_of_this_machine(command):
+    text = invoke(*command, "--help").stdout
+    assert "--data-root ~/data/cuhk03-np" in text and "shared/" not in text
+
+
+@pytest.mark.parametrize("where, message", [
+    ("mAP>abc", "--where 'mAP>abc': mAP is a number (a fraction, e.g. 'mAP>0.2'), not 'abc'"),
+    ("optim.lr>abc", "--where 'optim.lr>abc': optim.lr is a number and 'abc' is not; compare it with a number"),
+])
+def test_where_with_a_word_for_a_number_is_one_clear_line(runs, monkeypatch, capsys, where, message):
+    from oaecmlr.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["oaecmlr", "runs", "--runs-dir", str(runs), "--where", where])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1 and capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_show_at_80_columns_cuts_no_column_header(runs):
+    out = runner.invoke(app, ["show", "done", "--runs-dir", str(runs)], env={"COLUMNS": "80"}).stdout
+    assert "…" not in out and all(len(line.rstrip()) <= 80 for line in out.splitlines())
+    words = set(out.split())
+    for header in ("epoch", "clusters", "x-cam", "outliers", "after", "OAE", "assigned", "prec", "purity", "NMI",
+                   "CMLR", "H", "time", "(s)", "mAP", "R10", "mINP"):
+        assert header in words, header

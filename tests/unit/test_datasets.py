@@ -408,3 +408,56 @@ def test_registry_lists_every_dataset():
 def test_synthetic_needs_no_files():
     splits = load_dataset("synthetic", None)
     assert splits.root is None and len(splits.train) > 0 and len(splits.query) > 0
+
+
+# ---------------------------------------------------------------- a folder of another release is refused
+
+def release_folder(root: Path, name, ids: int = 20, cams: tuple[int, ...] = (1, 2, 3, 4, 5, 6)) -> Path:
+    """`ids` train and `ids` test identities, one image per camera each; name(pid, cam, i) gives the file name."""
+    train = [name(p, c, i) for i, (p, c) in enumerate((p, c) for p in range(1, ids + 1) for c in cams)]
+    test = [(p, c) for p in range(1001, 1001 + ids) for c in cams]
+    query = [name(p, c, i) for i, (p, c) in enumerate(test) if c == cams[0]]
+    gallery = [name(p, c, i) for i, (p, c) in enumerate(test) if c != cams[0]]
+    return make_market(root, train, query, gallery)
+
+
+def market_name(pid: int, cam: int, i: int) -> str:
+    return f"{pid:04d}_c{cam}s1_{i:06d}_01.jpg"
+
+
+@pytest.mark.parametrize("dataset, release", [("duke", "DukeMTMC-reID"), ("msmt17", "MSMT17"), ("cuhk03", "CUHK03")])
+def test_a_market_folder_is_refused_as_another_release(tmp_path, dataset, release):
+    root = release_folder(tmp_path / "market", market_name)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(dataset, root)
+    assert str(info.value) == (f"{root} looks like Market-1501 (file names such as 0001_c1s1_000000_01.jpg, 6 "
+                               f"cameras), not {release}: use the dataset market for it, or point --data-root at "
+                               f"the {release} folder")
+    assert len(load_dataset("market", root).train) == 120
+
+
+def test_cuhk03_in_the_market_layout_is_told_by_its_two_cameras(tmp_path):
+    root = release_folder(tmp_path / "converted", market_name, ids=30, cams=(1, 2))
+    with pytest.raises(DatasetError, match=r"looks like CUHK03 \(file names such as 0001_c1s1_000000_01\.jpg, 2 "
+                                           r"cameras in 120 images: CUHK03 converted to the Market layout\), not "
+                                           r"Market-1501: use the dataset cuhk03 for it"):
+        load_dataset("market", root)
+    assert load_dataset("cuhk03", root).variant == "labeled"
+
+
+def test_too_few_market_style_images_are_not_judged_by_their_cameras(tmp_path):
+    root = release_folder(tmp_path / "tiny", market_name, ids=20, cams=(1, 2))  # 80 images: a small subset may lack cameras
+    assert len(load_dataset("market", root).train) == 40
+    assert len(load_dataset("duke", root).train) == 40
+
+
+@pytest.mark.parametrize("dataset, name, release", [
+    ("dukemtmcreid", lambda p, c, i: f"{p:04d}_c{c}_f{i:07d}.jpg", "DukeMTMC-reID"),
+    ("cuhk03", lambda p, c, i: f"{p:04d}_c{c % 2 + 1}_{i}.png", "CUHK03"),
+    ("msmt17", lambda p, c, i: f"{p:04d}_c{c + 9}_{i:04d}.jpg", "MSMT17"),
+])
+def test_every_release_is_recognised_and_accepted_as_itself(tmp_path, dataset, name, release):
+    root = release_folder(tmp_path / dataset, name, ids=3)  # few images: file names and camera numbers decide alone
+    with pytest.raises(DatasetError, match=rf"looks like {release} \(.*\), not Market-1501: use the dataset"):
+        load_dataset("market", root)
+    assert load_dataset(dataset, root).name == dataset

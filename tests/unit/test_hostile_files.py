@@ -346,7 +346,7 @@ def test_the_listing_fold_agrees_with_the_full_fold(tmp_path):
     (show, compare) gives."""
     import random
 
-    from oaecmlr.cli.views import run_row
+    from oaecmlr.cli.listing import run_row
     from oaecmlr.store.runs import summarize_run
     from oaecmlr.store.schema import Eval
 

@@ -153,7 +153,8 @@ def test_the_core_loads_only_torch_numpy_and_scipy():
 
 def test_config_store_cli_and_dashboard_load_no_torch():
     statement = "import oaecmlr, oaecmlr.config, oaecmlr.store.compare, oaecmlr.store.runs, oaecmlr.cli.app, " \
-                "oaecmlr.cli.views, oaecmlr.cli.compare_view, oaecmlr.cli.train, oaecmlr.cli.sweep"
+                "oaecmlr.cli.listing, oaecmlr.cli.show, oaecmlr.cli.control, oaecmlr.cli.compare_view, " \
+                "oaecmlr.cli.train, oaecmlr.cli.sweep"
     assert loaded_after(statement, ["torch", "numpy", "textual"]) == []
     pytest.importorskip("textual")
     assert loaded_after("import oaecmlr_tui.app", ["torch", "numpy"]) == []

@@ -171,6 +171,20 @@ def test_filter_narrows_rows_and_sorting_changes_order(runs):
     drive(app, scenario)
 
 
+@pytest.mark.parametrize("keys", [(), ("enter",)], ids=["in the filter", "in the table"])
+def test_escape_clears_the_filter(runs, keys):
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        await pilot.press("slash", *"runn", *keys)
+        assert row_names(app) == ["beta-running"]
+        await pilot.press("escape")
+        assert row_names(app) == ["gamma-failed", "beta-running", "alpha-finished"]
+        assert app.query_one("#filter").value == "" and app.focused is table(app)
+
+    drive(app, scenario)
+
+
 def test_stale_run_is_marked(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -334,7 +348,10 @@ def test_gpu_lines_with_and_without_nvml(monkeypatch):
     from oaecmlr_tui import gpu
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(gpu, "nvidia_driver", lambda: True)
     assert gpu.gpu_lines() == ("GPU: not available (pynvml is not installed: pip install nvidia-ml-py)",)
+    monkeypatch.setattr(gpu, "nvidia_driver", lambda: False)  # no GPU here: nothing to install
+    assert gpu.gpu_lines() == ("GPU: none (no NVIDIA driver on this machine)",)
 
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
@@ -417,6 +434,21 @@ def test_resume_of_a_live_run_is_a_notification(runs):
         assert "still running" in notes[-1][1]
 
     drive(app, scenario)
+
+
+def test_resume_of_a_live_run_is_refused_at_once_without_the_engine(runs, monkeypatch):
+    notes, called = [], []
+    monkeypatch.setattr(actions, "resume", lambda *args: called.append(args))  # the engine path: never taken
+    app = app_for(runs, notes)
+
+    async def scenario(pilot):
+        await pilot.press("down", "r")  # beta-running: its pid (this process) is alive
+        await pilot.pause()
+        assert notes and notes[-1][0] == "error" and "beta-running is still running" in notes[-1][1]
+        assert "stop it first with `oaecmlr stop beta-running`" in notes[-1][1]
+
+    drive(app, scenario)
+    assert called == []
 
 
 def test_launch_form_with_unknown_preset_shows_an_error(runs):
@@ -710,7 +742,7 @@ def test_stop_on_the_run_screen_asks_and_no_keeps_the_run(runs):
 
 # notes and tags --------------------------------------------------------------------------------------
 def test_tracker_reads_meta_only_when_it_changed(runs, monkeypatch):
-    from oaecmlr_tui.tailer import RunMeta
+    from oaecmlr.store.runs import RunMeta
 
     tracker = RunTracker(runs)
     tracker.poll()
@@ -793,3 +825,25 @@ def test_note_column_is_absent_without_notes_and_sized_to_the_longest(runs):
         assert table(app).columns["note"].width == len("short")
 
     drive(app, scenario, size=(170, 30))
+
+
+def test_elapsed_of_a_running_run_agrees_with_runs_and_the_title_does_not_wrap(runs, monkeypatch, capsys):
+    from oaecmlr_tui.fmt import summary_line
+
+    from oaecmlr.cli.listing import show_runs
+    from oaecmlr.formatting import duration
+
+    clock = T0 + 100 + 3600  # an hour after beta-running started: its last event is minutes older
+    monkeypatch.setattr("oaecmlr.formatting.now", lambda: clock)
+    show_runs(str(runs), "json")
+    listed = {row["name"]: row["elapsed"] for row in json.loads(capsys.readouterr().out)}
+    assert listed["beta-running"] == pytest.approx(3600, abs=1) and listed["alpha-finished"] < 100
+    app = app_for(runs)
+
+    async def scenario(pilot):
+        assert cell(app, "beta-running", "elapsed") == duration(listed["beta-running"]) == "1h00m"
+        assert cell(app, "alpha-finished", "elapsed") == duration(listed["alpha-finished"])
+        title = summary_line(app.runs["beta-running"])  # what the run screen's title bar shows first
+        assert title.no_wrap and title.plain.startswith("beta-running  ● running  elapsed 1h00m  synthetic")
+
+    drive(app, scenario)
