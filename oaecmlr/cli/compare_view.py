@@ -24,12 +24,7 @@ CSV_HEADER = ["run", "status", "dataset", *(f"best_{m}" for m, _ in METRICS), "b
 def load_records(names: list[str], runs_dir: str | None) -> list[RunRecord]:
     if len(names) < 2:
         raise RunError("compare needs at least two runs, e.g. oaecmlr compare RUN_A RUN_B")
-    runs = [find_run(n, runs_dir) for n in names]
-    seen = set()
-    for run in runs:
-        if run.name in seen:
-            raise RunError(f"run {run.name} is listed twice; compare distinct runs")
-        seen.add(run.name)
+    runs = [find_run(n, runs_dir) for n in names]  # a run listed twice is compared with itself (all deltas 0)
     return [run_record(r, warn=lambda m: err_console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
                                                           soft_wrap=True))
             for r in runs]

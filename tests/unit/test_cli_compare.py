@@ -131,3 +131,10 @@ def test_plot_lines_are_run_names_and_their_settings_a_table(runs):
 def test_compare_help_names_every_plot_format():
     text = " ".join(runner.invoke(app, ["compare", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert "PNG, PDF or SVG" in text
+
+
+def test_a_run_compared_with_itself_gives_zero_deltas_and_a_plot(runs, tmp_path):
+    """Issue 25's walk-through: `oaecmlr compare a a --plot c.pdf` works, as any two runs do."""
+    result = compare(runs, "base", "base", "--plot", str(tmp_path / "c.pdf"))
+    assert result.exit_code == 0 and "Δ +0.0 / +0.0" in result.stdout
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
