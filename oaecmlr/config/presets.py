@@ -92,8 +92,9 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
         config.run.kind = "supervised"
     notes: list[str] = []
     layers = []
+    preset_file = read_toml(preset_path(preset)) if preset else {}
     if preset:
-        layers.append((read_toml(preset_path(preset)), f"the {preset} preset"))
+        layers.append((preset_file, f"the {preset} preset"))
     for suffix in suffixes:
         layers.append((nested(SUFFIXES[suffix]), suffix))
     if config_file:
@@ -124,7 +125,7 @@ def resolve_config(target: str, *, config_file: str | None = None, options: dict
     validate(config)
     label = (preset or config.data.dataset) + "".join(suffixes) if suffixes else preset
     as_measured = preset and not (suffixes or config_file or sets or supervised or set(options) - {"run.seed"})
-    promise = str(read_toml(preset_path(preset)).get("preset", {}).get("promise", "")) if as_measured else ""
+    promise = str(preset_file.get("preset", {}).get("promise", "")) if as_measured else ""
     return Resolved(config, label, notes + setting_notes(config), promise)
 
 
