@@ -152,6 +152,7 @@ def prepare_resume(name: str, runs_dir: str | None, epochs: int | None, gpus: st
     if epochs is not None or gpus is not None:
         run.config.write_text(to_toml(config))
     run.stop_request.unlink(missing_ok=True)
+    run.console_lost.unlink(missing_ok=True)
     clean_stale_temp_files(run)
     return run
 

@@ -197,7 +197,10 @@ class RunRecorder:
         self._previous_handlers.clear()
 
     def stop_reason(self) -> str | None:
-        """Why the run should stop now, if it should (checked at every safe point)."""
+        """Why the run should stop now, if it should (checked at every safe point). The supervisor of
+        `--gpus cpu,cpu` workers says here, through CONSOLE_LOST, that it lost the console."""
+        if self._console_note is None and (why := self.run.console_lost_reason()) is not None:
+            self.lose_console(why)
         self._write_console_note()
         if self._stop_signal:
             return self._stop_signal
@@ -220,5 +223,6 @@ class RunRecorder:
         self.log.handlers = []
         try:
             Path(self.run.stop_request).unlink(missing_ok=True)
+            self.run.console_lost.unlink(missing_ok=True)
         except OSError:
             pass

@@ -36,29 +36,31 @@ GRACE_S = 5.0  # how long the others may take to exit on their own after a worke
 
 class Relay:
     """Rank 0's events on the supervisor's console, until the console is lost: then the supervisor's
-    output goes to log.txt, and a SIGHUP tells rank 0, which writes the `warning` event."""
+    output goes to log.txt, and the run's CONSOLE_LOST file tells rank 0, which writes the `warning`
+    event at its next safe point. A file, not a signal: rank 0 may ignore SIGHUP (under nohup) or
+    not have its handlers yet."""
 
-    def __init__(self, run: RunDir, listener: Listener | None, rank_zero):
-        self.run, self.listener, self.rank_zero = run, listener, rank_zero
+    def __init__(self, run: RunDir, listener: Listener | None):
+        self.run, self.listener = run, listener
 
     def show(self, event: Event) -> None:
         listener = self.listener
         if listener is not None:
             try:
                 listener(event)
-            except OSError:
-                self.lose()
+            except OSError as exc:
+                self.lose(exc.strerror or type(exc).__name__)
 
-    def lose(self) -> None:
+    def lose(self, why: str) -> None:
+        """Called from a signal handler too."""
         if self.listener is None:
             return
         self.listener = None
-        try:
-            detach_console(self.run.log)
-        except OSError:
-            pass
-        if self.rank_zero.is_alive():
-            os.kill(self.rank_zero.pid, signal.SIGHUP)
+        for step in (lambda: detach_console(self.run.log), lambda: self.run.note_console_lost(why)):
+            try:
+                step()
+            except OSError:  # a full disk: training goes on without the note
+                pass
 
 
 def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listener | None) -> None:
@@ -66,6 +68,7 @@ def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listene
     world = len(devices)
     tail = EventTail(run.events)
     tail.read_new()  # only relay what this launch writes
+    run.console_lost.unlink(missing_ok=True)  # an earlier launch's
     context = mp.get_context("spawn")
     port = free_port()
     workers = [context.Process(target=_spawned_worker,
@@ -75,7 +78,7 @@ def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listene
         worker.start()
     run.write_status("starting", supervisor=os.getpid(), workers=[w.pid for w in workers], host=socket.gethostname(),
                      pid=os.getpid(), process=identity(os.getpid()))
-    relay = Relay(run, listener, workers[0])
+    relay = Relay(run, listener)
     signals: list[int] = []
     orphaned: list[int] = []
 
@@ -95,7 +98,7 @@ def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listene
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _signum, _frame: relay.lose())
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _signum, _frame: relay.lose("SIGHUP"))
     try:
         dead = _watch(workers, tail, relay, lambda: len(signals) >= 2)
     except BaseException:  # the supervisor itself fails: rank 0 stops gracefully, the others follow
@@ -106,6 +109,7 @@ def run_workers(run: RunDir, devices: list[str], resume: bool, listener: Listene
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        run.console_lost.unlink(missing_ok=True)  # lost after rank 0's last safe point: nobody reads it
     for event in tail.read_new():
         relay.show(event)
     if dead is None:

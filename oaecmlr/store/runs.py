@@ -81,6 +81,12 @@ class RunDir:
         return self.path / "STOP"
 
     @property
+    def console_lost(self) -> Path:
+        """Written by the supervisor of `--gpus cpu,cpu` workers when it lost the console; rank 0
+        reads it at its next safe point and records the `warning` event."""
+        return self.path / "CONSOLE_LOST"
+
+    @property
     def meta(self) -> Path:
         return self.path / "meta.json"
 
@@ -94,6 +100,22 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.events.exists() or self.config.exists()
+
+    def note_console_lost(self, why: str) -> None:
+        """CONSOLE_LOST, whole (temp file + rename): the supervisor lost the console, for `why`."""
+        tmp = temp_name(self.console_lost)
+        try:
+            tmp.write_text(why)
+            os.replace(tmp, self.console_lost)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def console_lost_reason(self) -> str | None:
+        """Why the supervisor lost the console, once it has (CONSOLE_LOST), else None."""
+        try:
+            return self.console_lost.read_text() or "unknown"
+        except FileNotFoundError:
+            return None
 
     def read_status(self, warn: Warn | None = None) -> dict[str, Any]:
         """status.json, every known field checked (`oaecmlr.store.ondisk`); {} when absent or unusable."""

@@ -67,10 +67,16 @@ def _finished(folder: Path) -> None:
     assert json.loads((folder / "status.json").read_text())["state"] == "finished"
 
 
-@pytest.mark.parametrize("gpus", ["cpu", "cpu,cpu"])
-def test_a_run_whose_output_pipe_closes_after_the_first_line_finishes(tmp_path, gpus):
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("gpus, nohup", [("cpu", False), ("cpu,cpu", False), ("cpu,cpu", True)])
+def test_a_run_whose_output_pipe_closes_after_the_first_line_finishes(tmp_path, gpus, nohup):
+    """Under nohup (SIGHUP ignored, inherited by the workers) the supervisor still tells rank 0."""
     with started(*COMMAND, "run", "demo", "--name", "p", "--gpus", gpus, "--runs-dir", str(tmp_path),
-                 *sets("run.epochs=3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+                 *sets("run.epochs=3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 preexec_fn=_ignore_sighup if nohup else None) as process:
         assert process.stdout.readline()  # the first line (with two workers, maybe a worker's warning)
         process.stdout.close()  # the reader is gone: the next console line meets EPIPE
         assert process.wait(timeout=1800) == 0
@@ -79,6 +85,7 @@ def test_a_run_whose_output_pipe_closes_after_the_first_line_finishes(tmp_path, 
     assert [e["epoch"] for e in events_of(folder) if e["event"] == "epoch_end"] == [1, 2, 3]
     assert "the console was lost" in _warning(folder)["message"]
     assert "run folder:" in (folder / "log.txt").read_text()  # what the console would have shown
+    assert not (folder / "CONSOLE_LOST").exists()
 
 
 def test_a_foreground_run_whose_terminal_hangs_up_finishes(tmp_path):

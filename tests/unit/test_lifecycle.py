@@ -181,6 +181,24 @@ def test_a_lost_console_is_recorded_once_after_the_start_event(tmp_path, monkeyp
     assert kinds == [("start", None), ("warning", "console")] and detached == [run.log]
 
 
+def test_rank_0_records_the_console_its_supervisor_lost_once_at_a_safe_point(tmp_path, monkeypatch):
+    """`--gpus cpu,cpu`: the supervisor owns the console and leaves CONSOLE_LOST; rank 0 (no console
+    of its own) writes one warning naming the supervisor's reason, and removes the file at close."""
+    from oaecmlr.engine import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "detach_console", lambda path: None)
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    recorder = recorder_module.RunRecorder(run)
+    assert recorder.stop_reason() is None
+    run.note_console_lost("Broken pipe")
+    assert recorder.stop_reason() is None and recorder.stop_reason() is None  # a note, not a stop
+    recorder.close()
+    warnings = [e for e in events_of(run.path) if e["event"] == "warning"]
+    assert len(warnings) == 1 and "(Broken pipe)" in warnings[0]["message"]
+    assert not run.console_lost.exists()
+
+
 def test_the_kernels_repeated_parent_death_signal_is_one_stop(tmp_path, monkeypatch):
     """PR_SET_PDEATHSIG sends SIGTERM once per thread of the process: one graceful stop, not a
     stop at once; a SIGTERM after that, while the parent lives, would be the second."""
