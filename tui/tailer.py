@@ -6,6 +6,7 @@ what changed; the benchmark uses the same class.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from oaecmlr.formatting import printable
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import NAME_PATTERN, NO_META, RunDir, RunMeta, live_state, read_meta, runs_root
+from oaecmlr.store.runs import NAME_PATTERN, NO_META, RunDir, RunMeta, live_state, planned_epochs, read_meta, runs_root
 from oaecmlr.store.summary import RunFold, RunSummary
 
 READ_PER_POLL = 8 * 1024 * 1024  # bytes of one run's events read per poll: a huge file never stalls the others
@@ -70,7 +71,10 @@ class RunFeed:
         self.fold.add(events)
         status = live_state(self.status(), self.fold.last_event)
         if events or self.snapshot is None or status != self.snapshot.status or self.tail.reset_count != resets:
-            self.snapshot = self.fold.summary(self.run.name, str(self.run.path), status)
+            snapshot = self.fold.summary(self.run.name, str(self.run.path), status)
+            if snapshot.epochs is None:  # still starting: the target of its config.toml, not "0/?"
+                snapshot = dataclasses.replace(snapshot, epochs=planned_epochs(self.run, None))
+            self.snapshot = snapshot
             return True
         return meta_changed
 

@@ -17,7 +17,7 @@ from oaecmlr.cli.common import cell, console, err_console, escape, print_json, w
 from oaecmlr.errors import CliError
 from oaecmlr.formatting import clock, duration, epoch_text, pct, shorten
 from oaecmlr.store.compare import NOT_CONFIG, config_diff, read_config
-from oaecmlr.store.runs import RunMeta, list_runs, read_meta, runs_root, summarize_run
+from oaecmlr.store.runs import RunMeta, list_runs, planned_epochs, read_meta, runs_root, summarize_run
 from oaecmlr.store.summary import RunSummary
 
 STATUS_STYLE = {"running": "bold green", "starting": "green", "stale": "yellow", "failed": "red",
@@ -89,13 +89,6 @@ def parse_where(text: str):
     return keep
 
 
-def planned_epochs(epochs: int | None, configured) -> int | None:
-    """The target epochs of the events, else (a run still starting) those of its config.toml."""
-    if epochs is None and isinstance(configured, int) and not isinstance(configured, bool):
-        return configured
-    return epochs
-
-
 @dataclass
 class Column:
     header: str
@@ -109,7 +102,7 @@ def show_runs(runs_dir: str | None, fmt: str, where: list[str] | None = None, pa
     for run in list_runs(runs_dir, warn=warn):
         row = run_row(summarize_run(run, warn=warn, history=False), read_meta(run, warn))
         config = {k: v for k, v in read_config(run, warn).items() if k not in NOT_CONFIG}
-        row["epochs"] = planned_epochs(row["epochs"], config.get("run.epochs"))
+        row["epochs"] = planned_epochs(run, row["epochs"])
         if all(keep(row, config) for keep in filters):
             entries.append((row, config))
     if fmt == "json":

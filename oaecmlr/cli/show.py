@@ -5,10 +5,9 @@ from __future__ import annotations
 from rich.table import Table
 
 from oaecmlr.cli.common import cell, console, escape, print_json, warn
-from oaecmlr.cli.listing import planned_epochs
 from oaecmlr.config import Config, ConfigError, config_from_dict, read_toml
 from oaecmlr.formatting import duration, epoch_text, pct
-from oaecmlr.store.runs import RunDir, find_run, read_meta, summarize_run
+from oaecmlr.store.runs import RunDir, find_run, planned_epochs, read_meta, summarize_run
 
 
 def run_details(name: str, runs_dir: str | None) -> dict:
@@ -18,7 +17,7 @@ def run_details(name: str, runs_dir: str | None) -> dict:
     status = run.read_status()  # checked; its warnings came with the summary
     details.update(pid=status.get("pid"), host=status.get("host"), **read_meta(run, warn))
     details["config"] = _config_of(run).to_dict() if run.config.exists() else {}
-    details["epochs"] = planned_epochs(details["epochs"], details["config"].get("run", {}).get("epochs"))
+    details["epochs"] = planned_epochs(run, details["epochs"])
     return details
 
 

@@ -237,6 +237,20 @@ def live_state(status: dict[str, Any], last_event: str | None) -> str:
     return "stale" if time.time() - updated > STALE_AFTER_S else "running"
 
 
+def planned_epochs(run: RunDir, epochs: int | None) -> int | None:
+    """The target epochs of the events (`epochs`), else, for a run still starting (no `start` event
+    yet), those of its config.toml; None when neither says."""
+    if epochs is not None or not run.config.exists():
+        return epochs
+    from oaecmlr.config import read_toml
+
+    try:
+        configured = read_toml(run.config).get("run", {}).get("epochs")
+    except (ConfigError, AttributeError):  # unreadable or hand-edited: the summary's warnings say so
+        return None
+    return configured if isinstance(configured, int) and not isinstance(configured, bool) else None
+
+
 def check_resumable(run: RunDir, epochs: int | None = None) -> None:
     """Refuse in one line to resume a run that is running, or a finished one to no more epochs
     (`--epochs`: the new target). Reads only the run folder, so the dashboard answers at once."""

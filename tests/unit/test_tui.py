@@ -553,6 +553,18 @@ def test_tracker_reads_only_new_bytes_and_folds_like_a_full_read(runs):
     assert feed.snapshot.events == 5 and feed.tail.reset_count == 1
 
 
+def test_a_run_without_events_yet_shows_its_planned_epochs_not_a_question_mark(tmp_path):
+    from oaecmlr_tui.runs_screen import row_cells
+
+    make_run(tmp_path, "starting", state="running", sets={"run.epochs": 7})
+    (tmp_path / "starting" / "events.jsonl").write_text("")
+    tracker = RunTracker(tmp_path)
+    tracker.poll(every_s=0)
+    snapshot = tracker.feeds["starting"].snapshot
+    assert snapshot.epochs == 7 and snapshot.events == 0
+    assert str(row_cells(snapshot, False, ("name", "epoch"), 20)[1]) == "0/7"
+
+
 def test_log_tail_reads_the_end_only(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text("".join(f"line {i}\n" for i in range(10000)))
