@@ -112,8 +112,11 @@ def test_a_foreground_run_whose_terminal_hangs_up_finishes(tmp_path):
     assert "(SIGHUP)" in _warning(folder)["message"]
 
 
-def test_sighup_to_a_foreground_run_lets_it_finish(tmp_path):
-    with started(*COMMAND, "run", "demo", "--name", "s", "--runs-dir", str(tmp_path), *sets("run.epochs=3"),
+@pytest.mark.parametrize("gpus", ["cpu", "cpu,cpu"])
+def test_sighup_to_a_foreground_run_lets_it_finish(tmp_path, gpus):
+    """With two workers the SIGHUP reaches the supervisor only, as `kill -HUP PID` would."""
+    with started(*COMMAND, "run", "demo", "--name", "s", "--gpus", gpus, "--runs-dir", str(tmp_path),
+                 *sets("run.epochs=3"),
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         assert wait_for(lambda: has_event(tmp_path / "s", "iter"))
         process.send_signal(signal.SIGHUP)
