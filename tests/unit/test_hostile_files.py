@@ -1,7 +1,8 @@
 """Hostile files and bad luck, second round (issue 26): files in a run folder and in the image cache
 are checked before anything acts on them, every read is bounded, settings have upper bounds, resume
 checks config.toml as run does, text from files never reaches a terminal raw. One case per item, at
-the smallest size that shows it (items 1 and 9, `stop` and orphans, are tested elsewhere)."""
+the smallest size that shows it (items 1 and 9, `stop` and orphans, are in test_lifecycle.py; the
+full disk, in test_full_disk.py)."""
 
 from __future__ import annotations
 
@@ -597,42 +598,6 @@ def test_a_config_nested_too_deep_is_one_line(tmp_path, monkeypatch, capsys):
         os.mkfifo(tmp_path / "fifo.toml")
         code, _, err = main(monkeypatch, capsys, "run", "demo", "--config", tmp_path / "fifo.toml")
         assert code == 1 and "is not a regular file" in one_error_line(err)
-
-
-def test_closing_a_run_on_a_full_disk_raises_nothing(tmp_path, monkeypatch):
-    import errno
-    import logging
-
-    from oaecmlr.engine.recorder import RunRecorder
-
-    recorder = RunRecorder(RunDir(tmp_path))
-    recorder.log.info("a line still in the buffer")
-
-    def full(self):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(logging.FileHandler, "flush", full)
-    recorder.close()  # logging's close() flushed into the full disk and raised
-
-
-def test_note_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import errno
-
-    run = make_run(tmp_path, "a")
-    (run / "meta.json").write_text('{"note": "before", "tags": []}')
-    real = Path.write_text
-
-    def full(self, *args, **kwargs):
-        if self.name.endswith(".tmp"):
-            real(self, "partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", full)
-    code, _, err = main(monkeypatch, capsys, "note", "a", "after", "--runs-dir", tmp_path)
-    assert code == 1 and "No space left on device" in one_error_line(err)
-    assert (run / "meta.json").read_text() == '{"note": "before", "tags": []}'
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_note_refuses_what_a_reader_would_skip(tmp_path, monkeypatch, capsys):

@@ -4,11 +4,9 @@ Each case at the smallest size that shows it (a tiny synthetic run where a run i
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
-from pathlib import Path
 
 import pytest
 from enginefixtures import main_in_process, one_error_line
@@ -41,24 +39,6 @@ def test_a_malformed_event_is_skipped_by_runs_show_and_compare(tmp_path, monkeyp
         assert "Traceback" not in err
     code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
     assert {r["name"] for r in json.loads(out)} == {"a", "b"}  # one bad run does not hide the others
-
-
-# 3. a full disk ------------------------------------------------------------------------------------
-def test_a_full_disk_writing_the_status_leaves_no_temp_file_and_keeps_a_readable_status(tmp_path, monkeypatch):
-    run = RunDir(tmp_path)
-    run.write_status("running", pid=1, host="h", note="x" * 200)
-    real = Path.write_text
-
-    def full(self, *args, **kwargs):
-        if self.name.endswith(".tmp"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", full)
-    with pytest.raises(OSError):
-        run.write_status("failed", error="disk full")
-    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
-    assert run.read_status()["state"] == "failed"  # overwritten in place: the old file was long enough
 
 
 # 4. exit codes ------------------------------------------------------------------------------------
