@@ -1,4 +1,4 @@
-"""Real (tiny) runs that fail or stop say so in one line and resume."""
+"""Real runs that learn nothing fail saying what to change: exploding weights, one cluster, a NaN."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ from oaecmlr.errors import RunFailed
 main = main_in_process
 
 
-def test_a_sweep_whose_runs_all_fail_exits_non_zero(tmp_path, monkeypatch, capsys):
-    code, _, err = main(monkeypatch, capsys, "sweep", "demo", "--grid", "cluster.eps=0.99", "--set", "cluster.camera_norm=none",
-                        "--seeds", "1",
-                        "--runs-dir", tmp_path, *tiny_sets())
-    assert code == 1 and "1 failed" in err
-
-
-# 7. training that silently produces garbage ---------------------------------------------------------
 def test_exploding_weights_fail_the_run_with_what_to_change(tmp_path):
     config = tiny_config("run.epochs=3")
     config.optim.lr = 1e6  # beyond what the command line accepts (optim.lr <= 10): the health check still acts
@@ -32,7 +24,13 @@ def test_a_single_cluster_fails_the_run_with_what_to_change(tmp_path):
         start_run(tiny_config("cluster.eps=0.99", "cluster.camera_norm=none"), "one", str(tmp_path), preset="demo")
 
 
-# 10. messages -------------------------------------------------------------------------------------------------
+def test_a_sweep_whose_runs_all_fail_exits_non_zero(tmp_path, monkeypatch, capsys):
+    code, _, err = main(monkeypatch, capsys, "sweep", "demo", "--grid", "cluster.eps=0.99", "--set", "cluster.camera_norm=none",
+                        "--seeds", "1",
+                        "--runs-dir", tmp_path, *tiny_sets())
+    assert code == 1 and "1 failed" in err
+
+
 def test_a_nan_before_any_checkpoint_does_not_claim_one_was_kept(tmp_path, monkeypatch):
     from oaecmlr.core.memory import ClusterMemory
 
