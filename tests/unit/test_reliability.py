@@ -4,7 +4,6 @@ Each case at the smallest size that shows it (a tiny synthetic run where a run i
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
@@ -12,33 +11,9 @@ import pytest
 from enginefixtures import main_in_process, one_error_line
 from runfixtures import dead_pid, make_run
 
-from oaecmlr.config import resolve_config
 from oaecmlr.store.runs import RunDir
 
 main = main_in_process
-
-
-# 2. events that are valid JSON with wrong types --------------------------------------------------
-BAD_EVENTS = ['{"event":"eval","epoch":"x","mAP":"bad"}', '{"event":"eval","epoch":1,"mAP":null,"rank1":0,'
-              '"rank5":0,"rank10":0,"mINP":0}', '{"event":"cluster","epoch":2,"clusters":"many"}',
-              '{"event":"iter","epoch":1,"iteration":1,"total_iterations":10,"loss":"nan?","lr":1}',
-              '{"event":"start","schema":"two"}', '{"event":"end","best":"yes"}', '{"event":5}', '[]', '"text"']
-
-
-@pytest.mark.parametrize("bad", BAD_EVENTS)
-def test_a_malformed_event_is_skipped_by_runs_show_and_compare(tmp_path, monkeypatch, capsys, bad):
-    for name in ("a", "b"):
-        make_run(tmp_path, name)
-    with open(tmp_path / "a" / "events.jsonl", "a") as f:
-        f.write(bad + "\n")
-    line = len((tmp_path / "a" / "events.jsonl").read_text().splitlines())
-    for args in (["runs"], ["show", "a"], ["compare", "a", "b"], ["runs", "--format", "json"]):
-        code, out, err = main(monkeypatch, capsys, *args, "--runs-dir", tmp_path)
-        assert code == 0, err
-        assert f"events.jsonl:{line}: skipping a malformed event" in err, err
-        assert "Traceback" not in err
-    code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
-    assert {r["name"] for r in json.loads(out)} == {"a", "b"}  # one bad run does not hide the others
 
 
 # 4. exit codes ------------------------------------------------------------------------------------
@@ -90,21 +65,6 @@ def test_visrank_into_a_file_is_refused_before_any_work(tmp_path):
 
 
 # 6. a partial --config section ----------------------------------------------------------------------
-def test_a_config_file_sets_only_its_keys_and_the_typed_dataset_wins(tmp_path):
-    partial = tmp_path / "f.toml"
-    partial.write_text("[data]\nheight = 96\n")
-    resolved = resolve_config("manifest", config_file=str(partial))
-    assert resolved.config.data.dataset == "manifest" and resolved.config.data.height == 96
-    assert resolved.config.data.width == 128  # the neighbours keep their defaults
-    other = tmp_path / "g.toml"
-    other.write_text('[data]\ndataset = "cuhk03"\nheight = 96\n')
-    resolved = resolve_config("manifest", config_file=str(other))
-    assert resolved.config.data.dataset == "manifest"
-    assert any("g.toml sets data.dataset = 'cuhk03'; the command line's 'manifest' wins" in n for n in resolved.notes)
-    cuhk = resolve_config("cuhk03", config_file=str(tmp_path / "f.toml"), options={"run.epochs": 3})
-    assert cuhk.config.data.dataset == "cuhk03" and cuhk.config.data.height == 96 and cuhk.notes == []
-
-
 # 9. leftovers ------------------------------------------------------------------------------------------------
 def test_resume_and_the_cache_remove_the_temp_files_of_dead_writers(tmp_path):
     from oaecmlr.data.cache import clean_stale_temp_files as clean_cache
