@@ -1,21 +1,15 @@
-"""Hostile input and bad luck: malformed events, a full disk, exit codes, checks made before anything
-is created, partial config files, training that learns nothing, signals, leftovers, messages.
-Each case at the smallest size that shows it (a tiny synthetic run where a run is needed)."""
+"""Temp files of dead writers are removed, by resume and by the image cache; a live or remote one's stay."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from enginefixtures import main_in_process
 from runfixtures import dead_pid, make_run
 
 from oaecmlr.store.runs import RunDir
 
-main = main_in_process
 
-
-# 9. leftovers ------------------------------------------------------------------------------------------------
 def test_resume_and_the_cache_remove_the_temp_files_of_dead_writers(tmp_path):
     from oaecmlr.data.cache import clean_stale_temp_files as clean_cache
     from oaecmlr.store.runs import clean_stale_temp_files
