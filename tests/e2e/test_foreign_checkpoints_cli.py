@@ -1,4 +1,4 @@
-"""Cluster Contrast checkpoint files through the CLI: eval, --init and export, on tiny synthetic runs."""
+"""Checkpoints on tiny runs: Cluster Contrast files via eval, --init and export; another arch refused."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from ccfixtures import Payload, save_cc, trained_looking
-from enginefixtures import cli, tiny_config
+from enginefixtures import cli, tiny_config, tiny_sets
 from typer.testing import CliRunner
 
 from oaecmlr.cli.app import app
@@ -18,7 +18,8 @@ from oaecmlr.core.evaluation import evaluate_rank
 from oaecmlr.engine.checkpoint import (
     load_checkpoint,
 )
-from oaecmlr.errors import CheckpointError, CliError
+from oaecmlr.engine.launch import resume_run, start_run
+from oaecmlr.errors import CheckpointError, CliError, RunFailed
 
 runner = CliRunner()
 
@@ -125,3 +126,19 @@ def test_export_writes_what_eval_scores(tiny, tmp_path):
         dataset="synthetic", arch="resnet18", height=32, width=16))
     assert meta["format"] == "cluster-contrast" and meta["run"] is None and meta["epoch"] == 50
     assert np.load(tmp_path / "cc" / "query_features.npy").dtype == np.float32
+
+
+# ---------- a checkpoint of another architecture: --init and resume refuse it ----------
+def test_checkpoint_from_another_architecture_is_refused(tmp_path):
+    run = start_run(tiny_config("run.epochs=1"), "r18", str(tmp_path), preset="demo")
+    config = tiny_config("run.epochs=1", "model.arch=mobilenet_v2")
+    config.model.init = str(run.path)
+    with pytest.raises(CheckpointError, match="resnet18"):
+        start_run(config, "mob", str(tmp_path), preset="demo")
+    result = cli("run", "demo", "--init", "r18", "--arch", "mobilenet_v2", "--runs-dir", str(tmp_path), *tiny_sets())
+    assert result.returncode == 1 and "resnet18" in result.stderr and "Traceback" not in result.stderr
+    # resuming after the config was edited to another architecture is refused too
+    text = run.config.read_text().replace('arch = "resnet18"', 'arch = "mobilenet_v2"')
+    run.config.write_text(text)
+    with pytest.raises(RunFailed, match="resnet18"):
+        resume_run("r18", str(tmp_path), epochs=2)

@@ -1,7 +1,8 @@
-"""Hostile files and bad luck, second round (issue 26): files in a run folder and in the image cache
-are checked before anything acts on them, every read is bounded, settings have upper bounds, resume
-checks config.toml as run does, text from files never reaches a terminal raw. One case per item, at
-the smallest size that shows it (items 1 and 9, `stop` and orphans, are tested elsewhere)."""
+"""Hostile files and bad luck (issue 26, with the first round's malformed events and partial --config):
+files in a run folder and in the image cache are checked before anything acts on them, every read is
+bounded, settings have upper bounds, resume checks config.toml as run does, text from files never
+reaches a terminal raw. One case per item, at the smallest size that shows it (items 1 and 9, `stop`
+and orphans, are in test_lifecycle.py; the full disk, in test_full_disk.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from enginefixtures import cli, main_in_process, one_error_line
 from runfixtures import make_run
 
+from oaecmlr.config import resolve_config
 from oaecmlr.store import ondisk
 from oaecmlr.store.runs import RunDir
 
@@ -368,6 +370,28 @@ def test_the_listing_fold_agrees_with_the_full_fold(tmp_path):
 
 
 # 5. valid JSON of the wrong type or out of range -----------------------------------------------------------
+BAD_EVENTS = ['{"event":"eval","epoch":"x","mAP":"bad"}', '{"event":"eval","epoch":1,"mAP":null,"rank1":0,'
+              '"rank5":0,"rank10":0,"mINP":0}', '{"event":"cluster","epoch":2,"clusters":"many"}',
+              '{"event":"iter","epoch":1,"iteration":1,"total_iterations":10,"loss":"nan?","lr":1}',
+              '{"event":"start","schema":"two"}', '{"event":"end","best":"yes"}', '{"event":5}', '[]', '"text"']
+
+
+@pytest.mark.parametrize("bad", BAD_EVENTS)
+def test_a_malformed_event_is_skipped_by_runs_show_and_compare(tmp_path, monkeypatch, capsys, bad):
+    for name in ("a", "b"):
+        make_run(tmp_path, name)
+    with open(tmp_path / "a" / "events.jsonl", "a") as f:
+        f.write(bad + "\n")
+    line = len((tmp_path / "a" / "events.jsonl").read_text().splitlines())
+    for args in (["runs"], ["show", "a"], ["compare", "a", "b"], ["runs", "--format", "json"]):
+        code, out, err = main(monkeypatch, capsys, *args, "--runs-dir", tmp_path)
+        assert code == 0, err
+        assert f"events.jsonl:{line}: skipping a malformed event" in err, err
+        assert "Traceback" not in err
+    code, out, _ = main(monkeypatch, capsys, "runs", "--format", "json", "--runs-dir", tmp_path)
+    assert {r["name"] for r in json.loads(out)} == {"a", "b"}  # one bad run does not hide the others
+
+
 EVAL = {"event": "eval", "time": 2e9, "epoch": 7, "mAP": 0.5, "rank1": 0.5, "rank5": 0.5, "rank10": 0.5, "mINP": 0.5}
 WRONG_EVENTS = {
     "400-digit mAP": ({**EVAL, "mAP": int("9" * 400)}, "eval: mAP must be a number between"),
@@ -599,42 +623,6 @@ def test_a_config_nested_too_deep_is_one_line(tmp_path, monkeypatch, capsys):
         assert code == 1 and "is not a regular file" in one_error_line(err)
 
 
-def test_closing_a_run_on_a_full_disk_raises_nothing(tmp_path, monkeypatch):
-    import errno
-    import logging
-
-    from oaecmlr.engine.recorder import RunRecorder
-
-    recorder = RunRecorder(RunDir(tmp_path))
-    recorder.log.info("a line still in the buffer")
-
-    def full(self):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(logging.FileHandler, "flush", full)
-    recorder.close()  # logging's close() flushed into the full disk and raised
-
-
-def test_note_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import errno
-
-    run = make_run(tmp_path, "a")
-    (run / "meta.json").write_text('{"note": "before", "tags": []}')
-    real = Path.write_text
-
-    def full(self, *args, **kwargs):
-        if self.name.endswith(".tmp"):
-            real(self, "partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", full)
-    code, _, err = main(monkeypatch, capsys, "note", "a", "after", "--runs-dir", tmp_path)
-    assert code == 1 and "No space left on device" in one_error_line(err)
-    assert (run / "meta.json").read_text() == '{"note": "before", "tags": []}'
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
-
-
 def test_note_refuses_what_a_reader_would_skip(tmp_path, monkeypatch, capsys):
     make_run(tmp_path, "a")
     code, _, err = main(monkeypatch, capsys, "note", "a", "n" * (ondisk.NOTE_LIMIT + 1), "--runs-dir", tmp_path)
@@ -653,7 +641,22 @@ def test_stopped_at_once_says_what_resume_will_do(tmp_path):
     assert resume_note(run) == f"`oaecmlr resume r --runs-dir {tmp_path}` continues from the last checkpoint"
 
 
-# 12. a dataset typed on the command line wins over --config, for every dataset name ----------------------
+# 12. a --config file sets only its keys; a dataset typed on the command line wins over it, for every name ---
+def test_a_config_file_sets_only_its_keys_and_the_typed_dataset_wins(tmp_path):
+    partial = tmp_path / "f.toml"
+    partial.write_text("[data]\nheight = 96\n")
+    resolved = resolve_config("manifest", config_file=str(partial))
+    assert resolved.config.data.dataset == "manifest" and resolved.config.data.height == 96
+    assert resolved.config.data.width == 128  # the neighbours keep their defaults
+    other = tmp_path / "g.toml"
+    other.write_text('[data]\ndataset = "cuhk03"\nheight = 96\n')
+    resolved = resolve_config("manifest", config_file=str(other))
+    assert resolved.config.data.dataset == "manifest"
+    assert any("g.toml sets data.dataset = 'cuhk03'; the command line's 'manifest' wins" in n for n in resolved.notes)
+    cuhk = resolve_config("cuhk03", config_file=str(tmp_path / "f.toml"), options={"run.epochs": 3})
+    assert cuhk.config.data.dataset == "cuhk03" and cuhk.config.data.height == 96 and cuhk.notes == []
+
+
 @pytest.mark.parametrize("typed", ["dukemtmcreid", "duke", "market", "market1501", "msmt17", "msmt", "cuhk03"])
 def test_a_typed_dataset_wins_over_config_also_when_it_names_a_preset(tmp_path, typed):
     from oaecmlr.config import dataset_name, resolve_config

@@ -253,21 +253,3 @@ def test_the_parent_is_dead_from_its_first_death_signal(tmp_path):
     seen = json.loads(out.read_text())
     assert seen and seen[0][0] == seen[0][1]  # the first came while getppid() still named the parent
     assert all(died == seen[0][1] for _, died in seen)
-
-
-def test_no_space_left_says_whether_a_checkpoint_exists(tmp_path):
-    import errno
-
-    from oaecmlr.engine.recorder import RunRecorder
-    from oaecmlr.engine.train_process import record_failure
-
-    run = RunDir(tmp_path / "r")
-    run.path.mkdir()
-    recorder = RunRecorder(run)
-    message = str(record_failure(recorder, OSError(errno.ENOSPC, "No space left on device")))
-    run.last.write_bytes(b"a checkpoint")
-    later = str(record_failure(recorder, OSError(errno.ENOSPC, "No space left on device")))
-    recorder.close()
-    assert message.endswith(f"there is no checkpoint yet: `oaecmlr resume r --runs-dir {tmp_path}` starts over "
-                            "from epoch 0")
-    assert later.endswith(f"`oaecmlr resume r --runs-dir {tmp_path}` continues from the last checkpoint")
