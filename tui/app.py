@@ -16,6 +16,7 @@ from pathlib import Path
 
 from textual import work
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from oaecmlr.formatting import printable
@@ -144,9 +145,14 @@ class Dashboard(App):
             self.open_run(message.opened_run)
 
     def redraw(self) -> None:
+        """Every screen shows the new data. A message can come while a screen's widgets are gone
+        (the app closing removes them, `is_mounted` stays true): that screen has nothing to show."""
         for screen in self.screen_stack:
             if hasattr(screen, "data_changed"):
-                screen.data_changed()
+                try:
+                    screen.data_changed()
+                except NoMatches:
+                    pass
 
     # actions on runs (shared by the screens) ----------------------------------------------------
     def open_run(self, name: str) -> None:

@@ -731,6 +731,25 @@ def test_run_screen_shows_the_process_line_read_in_the_worker_thread(runs):
 
 
 # stop asks first ---------------------------------------------------------------------------------
+def test_a_message_that_comes_while_the_run_screen_closes_is_not_an_error(runs):
+    """The app closing removes a screen's widgets while GPU and process messages still come in (the
+    suite once failed with NoMatches '#run-title' there)."""
+    from oaecmlr_tui.messages import GpuStatus
+
+    app = app_for(runs, [])
+
+    async def scenario(pilot):
+        table(app).move_cursor(row=table(app).get_row_index("beta-running"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunScreen)
+        await app.screen.query_one("#run-title").remove()  # as when the app closes
+        app.on_gpu_status(GpuStatus(("GPU: later",)))  # what a message handled now would do
+        assert app.gpu == ("GPU: later",)
+        await pilot.pause(0.2)  # the poll's own messages come in too
+
+    drive(app, scenario)
+
+
 def test_stop_on_the_run_screen_asks_and_no_keeps_the_run(runs):
     notes = []
     app = app_for(runs, notes)
