@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from enginefixtures import cli, events_of, tiny_sets
+from enginefixtures import cli, events_of, tiny_sets, wait_for
 
 from oaecmlr.engine.checkpoint import load_checkpoint
 from oaecmlr.engine.launch import resume_run
@@ -30,15 +30,6 @@ def uninterrupted(tmp_path_factory):
     result = cli("run", "demo", "--name", "ref", "--runs-dir", str(root), *tiny_sets(), *LONGER)
     assert result.returncode == 0, result.stderr
     return events_of(root / "ref")
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def start_detached(root: Path, name: str) -> int:
@@ -138,15 +129,6 @@ def test_sigterm_checkpoints_and_stops_then_resume_matches(tmp_path, uninterrupt
     assert evaluations(events) == evaluations(uninterrupted)
 
 
-def _wait(predicate, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _has(path: Path, kind: str, epoch: int | None = None) -> bool:
     try:
         return any(e["event"] == kind and (epoch is None or e.get("epoch") == epoch) for e in events_of(path))
@@ -159,12 +141,12 @@ def test_sigterm_to_the_launcher_of_two_workers_stops_every_worker(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "oaecmlr.cli.app", "run", "demo", "--name", "w", "--gpus",
                                 "cpu,cpu", "--runs-dir", str(tmp_path), *sets],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait(lambda: _has(tmp_path / "w", "iter"))
+    assert wait_for(lambda: _has(tmp_path / "w", "iter"))
     workers = json.loads((tmp_path / "w" / "status.json").read_text())["workers"]
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=180)
     for pid in workers:
-        assert _wait(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status")
+        assert wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status")
                      .read_text().lower(), 30)
     assert events_of(tmp_path / "w")[-1]["event"] == "stopped"
     assert json.loads((tmp_path / "w" / "status.json").read_text())["state"] == "stopped"
@@ -176,8 +158,8 @@ def test_a_second_sigterm_stops_at_once_keeping_the_last_checkpoint(tmp_path):
                                 "--runs-dir", str(tmp_path), *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     folder = tmp_path / "twice"
-    assert _wait(lambda: _has(folder, "epoch_end", 1) and (folder / "last.pt").exists())
-    assert _wait(lambda: _has(folder, "epoch_start", 2))  # inside epoch 2's extraction and clustering
+    assert wait_for(lambda: _has(folder, "epoch_end", 1) and (folder / "last.pt").exists())
+    assert wait_for(lambda: _has(folder, "epoch_start", 2))  # inside epoch 2's extraction and clustering
     process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
