@@ -16,7 +16,6 @@ from pathlib import Path
 
 from textual import work
 from textual.app import App
-from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from oaecmlr.formatting import printable
@@ -145,14 +144,9 @@ class Dashboard(App):
             self.open_run(message.opened_run)
 
     def redraw(self) -> None:
-        """Every screen shows the new data. A message can come while a screen's widgets are gone
-        (the app closing removes them, `is_mounted` stays true): that screen has nothing to show."""
         for screen in self.screen_stack:
             if hasattr(screen, "data_changed"):
-                try:
-                    screen.data_changed()
-                except NoMatches:
-                    pass
+                screen.data_changed()
 
     # actions on runs (shared by the screens) ----------------------------------------------------
     def open_run(self, name: str) -> None:

@@ -15,6 +15,7 @@ from oaecmlr.store.summary import RunSummary
 
 from .fmt import percent, summary_line
 from .plot import Plot, Series
+from .screen_updates import while_shown
 
 
 def metric_series(run: RunSummary) -> list[Series]:
@@ -174,9 +175,8 @@ class RunScreen(Screen):
         if self.app.watched == self.run_name:
             self.app.set_watched(None)
 
+    @while_shown
     def data_changed(self) -> None:
-        if not self.is_mounted:
-            return
         run = self.app.runs.get(self.run_name)
         if run is not None:
             title = summary_line(run)

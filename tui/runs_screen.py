@@ -14,6 +14,7 @@ from oaecmlr.store.runs import NO_META, RunMeta
 from oaecmlr.store.summary import RunSummary
 
 from .fmt import status_text
+from .screen_updates import while_shown
 
 # (key, label, width, priority): the columns of `oaecmlr runs` after the mark, and the user's note
 # and tags; the name takes the width left. On a narrow screen the highest priorities go first (the
@@ -139,9 +140,8 @@ class RunsScreen(Screen):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    @while_shown
     def data_changed(self) -> None:
-        if not self.is_mounted:
-            return
         runs = self.visible()
         table = self.table
         names = [run.name for run in runs]

@@ -732,8 +732,8 @@ def test_run_screen_shows_the_process_line_read_in_the_worker_thread(runs):
 
 # stop asks first ---------------------------------------------------------------------------------
 def test_a_message_that_comes_while_the_run_screen_closes_is_not_an_error(runs):
-    """The app closing removes a screen's widgets while GPU and process messages still come in (the
-    suite once failed with NoMatches '#run-title' there)."""
+    """The app closing removes a screen's widgets while GPU and process messages, and the screen's
+    own one-second timer, still redraw it (the suite failed with NoMatches '#run-title' there)."""
     from oaecmlr_tui.messages import GpuStatus
 
     app = app_for(runs, [])
@@ -745,7 +745,7 @@ def test_a_message_that_comes_while_the_run_screen_closes_is_not_an_error(runs):
         await app.screen.query_one("#run-title").remove()  # as when the app closes
         app.on_gpu_status(GpuStatus(("GPU: later",)))  # what a message handled now would do
         assert app.gpu == ("GPU: later",)
-        await pilot.pause(0.2)  # the poll's own messages come in too
+        await pilot.pause(1.2)  # the screen's timer and the poll's own messages redraw it too
 
     drive(app, scenario)
 
