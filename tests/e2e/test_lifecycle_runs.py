@@ -71,12 +71,18 @@ def _ignore_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def _as_from_a_terminal() -> None:
+    """SIGHUP's default action, as a shell on a terminal gives its commands, whatever this suite
+    inherited: run under nohup, it ignores SIGHUP, and so would every run it starts."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("gpus, nohup", [("cpu", False), ("cpu,cpu", False), ("cpu,cpu", True)])
 def test_a_run_whose_output_pipe_closes_after_the_first_line_finishes(tmp_path, gpus, nohup):
     """Under nohup (SIGHUP ignored, inherited by the workers) the supervisor still tells rank 0."""
     with started(*COMMAND, "run", "demo", "--name", "p", "--gpus", gpus, "--runs-dir", str(tmp_path),
                  *sets("run.epochs=3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                 preexec_fn=_ignore_sighup if nohup else None) as process:
+                 preexec_fn=_ignore_sighup if nohup else _as_from_a_terminal) as process:
         assert process.stdout.readline()  # the first line (with two workers, maybe a worker's warning)
         process.stdout.close()  # the reader is gone: the next console line meets EPIPE
         assert process.wait(timeout=1800) == 0
@@ -93,6 +99,7 @@ def test_a_foreground_run_whose_terminal_hangs_up_finishes(tmp_path):
     master, slave = pty.openpty()
 
     def controlling_terminal():
+        _as_from_a_terminal()
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -117,7 +124,7 @@ def test_sighup_to_a_foreground_run_lets_it_finish(tmp_path, gpus):
     """With two workers the SIGHUP reaches the supervisor only, as `kill -HUP PID` would."""
     with started(*COMMAND, "run", "demo", "--name", "s", "--gpus", gpus, "--runs-dir", str(tmp_path),
                  *sets("run.epochs=3"),
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal) as process:
         assert wait_for(lambda: has_event(tmp_path / "s", "iter"))
         process.send_signal(signal.SIGHUP)
         _, err = process.communicate(timeout=1800)
@@ -227,7 +234,7 @@ def test_sigkill_of_a_sweep_stops_its_run_and_the_sweep_run_again_resumes_it(tmp
     last = events_of(folder)[-1]
     assert last["event"] == "stopped" and last["reason"] == f"SIGTERM: its parent process {sweep.pid} died"
 
-    with started(*command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as again:
+    with started(*command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_as_from_a_terminal) as again:
         assert b"sweep: 1 setting(s)" in again.stdout.readline()
         again.send_signal(signal.SIGHUP)
         again.stdout.close()
