@@ -16,6 +16,18 @@ def temp_name(file: Path) -> Path:
     return file.with_name(f".{file.name}.{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex[:8]}.tmp")
 
 
+def replace_text(file: Path, text: str, encoding: str | None = None) -> None:
+    """Replace `file` whole with `text` (a `temp_name` file, then `os.replace`): a reader sees the old
+    text or the new, never a part. On an OSError (a full disk) no temp file is left, and it is raised."""
+    tmp = temp_name(file)
+    try:
+        tmp.write_text(text, encoding=encoding)
+        os.replace(tmp, file)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 PID_MAX = 2**22  # Linux's largest pid_max: no process has a larger pid
 
 

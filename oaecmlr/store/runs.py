@@ -23,7 +23,7 @@ from oaecmlr.store.ondisk import Warn, silent
 from oaecmlr.store.processes import not_the_run_process, recycled, valid_pid
 from oaecmlr.store.schema import Event, Failure
 from oaecmlr.store.summary import RunFold, RunSummary
-from oaecmlr.tempfiles import pid_alive, remove_files, temp_name
+from oaecmlr.tempfiles import pid_alive, remove_files, replace_text
 
 if TYPE_CHECKING:
     from oaecmlr.config import Config
@@ -103,12 +103,7 @@ class RunDir:
 
     def note_console_lost(self, why: str) -> None:
         """CONSOLE_LOST, whole (temp file + rename): the supervisor lost the console, for `why`."""
-        tmp = temp_name(self.console_lost)
-        try:
-            tmp.write_text(why)
-            os.replace(tmp, self.console_lost)
-        finally:
-            tmp.unlink(missing_ok=True)
+        replace_text(self.console_lost, why)
 
     def console_lost_reason(self) -> str | None:
         """Why the supervisor lost the console, once it has (CONSOLE_LOST), else None."""
@@ -127,12 +122,9 @@ class RunDir:
         run still says failed; the OSError is raised after that."""
         status = {**self.read_status(), **fields, "state": state, "updated": time.time()}
         text = json.dumps(status)
-        tmp = temp_name(self.status_file)
         try:
-            tmp.write_text(text)
-            os.replace(tmp, self.status_file)
+            replace_text(self.status_file, text)
         except OSError:
-            tmp.unlink(missing_ok=True)
             compact = {k: status[k] for k in ("state", "updated", "pid", "host", "error") if k in status}
             _overwrite_in_place(self.status_file, text, json.dumps(compact), json.dumps({"state": state}))
             raise
@@ -396,10 +388,7 @@ def write_meta(run: RunDir, meta: dict[str, Any]) -> None:
         check, wanted = ondisk.META_RULES[key]
         if not check(value):
             raise RunError(f"the {key} must be {wanted}, got {ondisk.shown(value)}")
-    tmp = temp_name(run.meta)
     try:
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(tmp, run.meta)
+        replace_text(run.meta, json.dumps(meta, indent=1), encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise RunError(f"cannot write {run.meta} ({exc.strerror or exc}); the note and tags are as they were") from None
