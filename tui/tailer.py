@@ -14,7 +14,16 @@ from pathlib import Path
 
 from oaecmlr.formatting import printable
 from oaecmlr.store.events import EventTail
-from oaecmlr.store.runs import NAME_PATTERN, NO_META, RunDir, RunMeta, live_state, planned_epochs, read_meta, runs_root
+from oaecmlr.store.runs import (
+    NAME_PATTERN,
+    NO_META,
+    RunDir,
+    RunMeta,
+    live_state,
+    planned_epochs,
+    read_meta,
+    runs_root,
+)
 from oaecmlr.store.summary import RunFold, RunSummary
 
 READ_PER_POLL = 8 * 1024 * 1024  # bytes of one run's events read per poll: a huge file never stalls the others
