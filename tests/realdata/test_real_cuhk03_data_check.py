@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from realpaths import REAL_CUHK03, REAL_MARKET
 from typer.testing import CliRunner
 
 from oaecmlr.cli.app import app, main
@@ -16,9 +16,6 @@ runner = CliRunner()
 
 def check(*args):
     return runner.invoke(app, ["data", "check", *map(str, args)], env={"COLUMNS": "160"})
-
-
-REAL_CUHK03 = Path(__file__).resolve().parents[3] / "shared/data/cuhk03-market"
 
 
 @pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")
@@ -31,9 +28,6 @@ def test_real_cuhk03_is_reported_as_a_subset():
     assert data["splits"]["train"]["standard_images"] == 7368
     table = check("cuhk03", "--data-root", REAL_CUHK03).stdout
     assert "note: cuhk03:" in table and "warning:" not in table
-
-
-REAL_MARKET = REAL_CUHK03.parent / "market-subset"
 
 
 @pytest.mark.realdata

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
+from realpaths import REAL_CUHK03
 
 from oaecmlr.data.datasets import load_dataset
 from oaecmlr.data.records import DatasetNote
-
-REAL_CUHK03 = Path(__file__).resolve().parents[3] / "shared/data/cuhk03-market"
 
 
 @pytest.mark.skipif(not REAL_CUHK03.is_dir(), reason=f"real data absent: {REAL_CUHK03}")

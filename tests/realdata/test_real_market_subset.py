@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import pytest
+from realpaths import REAL_MARKET
 from typer.testing import CliRunner
 
 from oaecmlr.cli.app import app
 from oaecmlr.data.datasets import load_dataset
 from oaecmlr.data.records import DatasetNote
-
-REAL_MARKET = Path(__file__).resolve().parents[3] / "shared/data/market-subset"
 
 pytestmark = pytest.mark.skipif(not (REAL_MARKET / "bounding_box_train").is_dir(),
                                 reason=f"real data absent: {REAL_MARKET}")

@@ -5,27 +5,23 @@ is absent (set OAECMLR_SHARED to point elsewhere)."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from enginefixtures import cli, events_of
-
-SHARED = Path(os.environ.get("OAECMLR_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-DATA = SHARED / "data" / "cuhk03-market"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
+from realpaths import MOBILENET_WEIGHTS, REAL_CUHK03
 
 pytestmark = [
-    pytest.mark.skipif(not (DATA / "bounding_box_train").is_dir() or not WEIGHTS.is_file(),
-                       reason=f"real data not found at {DATA} / {WEIGHTS} (set OAECMLR_SHARED)"),
+    pytest.mark.skipif(not (REAL_CUHK03 / "bounding_box_train").is_dir() or not MOBILENET_WEIGHTS.is_file(),
+                       reason=f"real data not found at {REAL_CUHK03} / {MOBILENET_WEIGHTS} (set OAECMLR_SHARED)"),
 ]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
-    result = cli("run", "cuhk03", "--data-root", str(DATA), "--arch", "mobilenet_v2", "--pretrained", str(WEIGHTS),
-                 "--runs-dir", str(root), "--name", "cuhk", "--set", "run.epochs=4", "--set", "run.eval_every=2",
+    result = cli("run", "cuhk03", "--data-root", str(REAL_CUHK03), "--arch", "mobilenet_v2",
+                 "--pretrained", str(MOBILENET_WEIGHTS), "--runs-dir", str(root), "--name", "cuhk",
+                 "--set", "run.epochs=4", "--set", "run.eval_every=2",
                  "--set", f"data.cache_dir={root / 'cache'}", timeout=1500)
     assert result.returncode == 0, result.stderr
     return root
